@@ -1,0 +1,235 @@
+//! The event store contract every backend implements.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+
+use crate::envelope::{NewEvent, RecordedEvent};
+use crate::error::{StoreError, ValidationError};
+use crate::ids::StreamId;
+use crate::position::{ExpectedVersion, Position};
+
+/// Most events one append may carry; larger batches are refused before any write.
+pub const MAX_BATCH_LEN: usize = 100_000;
+
+/// Largest payload (or metadata document) of one event, in bytes.
+pub const MAX_PAYLOAD_LEN: usize = 16 * 1024 * 1024;
+
+/// Longest event type name, in bytes.
+pub const MAX_TYPE_NAME_LEN: usize = 256;
+
+/// What an append stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendResult {
+    /// Version of the first event of the batch.
+    pub first_version: u64,
+    /// Version of the last event of the batch: the stream's version after the append.
+    pub last_version: u64,
+    /// Position of the first event of the batch.
+    pub first_position: Position,
+    /// Position of the last event of the batch.
+    pub last_position: Position,
+    /// `true` when every event id of the batch was already stored (a retried append): nothing was
+    /// written and the positions are those of the original append.
+    pub already_appended: bool,
+}
+
+/// What a store knows about one stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// The stream.
+    pub stream_id: StreamId,
+    /// Its current version (the number of events in it).
+    pub version: u64,
+    /// Position of its last event.
+    pub last_position: Position,
+    /// When its first event was recorded.
+    pub created_at: DateTime<Utc>,
+    /// When its last event was recorded.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A live feed of recorded events in global order: catch-up first, then new events as they commit.
+pub type EventSubscription = BoxStream<'static, Result<RecordedEvent, StoreError>>;
+
+/// The event store: streams of events with optimistic concurrency, plus one global order.
+///
+/// Every backend (in-memory, SQLite, PostgreSQL, MongoDB) implements this with the same
+/// semantics, checked by the conformance suite in `interlock-testing`:
+///
+/// * `append` is atomic: all events of the batch are stored, or none.
+/// * The expected version is checked inside the same transaction as the write; a mismatch is
+///   [`StoreError::Concurrency`] naming the stream, what was expected and the actual version.
+/// * Re-appending a batch whose event ids are all stored, in order, in this stream is not an error:
+///   it returns the original result with `already_appended = true`, whatever the expected version
+///   says. Reusing an id for different content is [`StoreError::DuplicateEventId`].
+/// * Stream versions start at 1 and have no gaps. Global positions strictly increase in the order
+///   readers see events, and a reader following `read_all` never skips an event that commits
+///   later with a smaller position.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends a batch of events to one stream.
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError>;
+
+    /// Reads events of one stream with versions in `from..=to` (`to = None`: to the end), in
+    /// version order. A missing stream reads as empty.
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Reads up to `limit` events with positions after `after`, in global order.
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Follows the global order from after `after`: every stored event, then live ones.
+    fn subscribe_all(&self, after: Position) -> EventSubscription;
+
+    /// The current version of a stream (0 when it has no events).
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError>;
+
+    /// What the store knows about one stream, `None` when it has no events.
+    async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>, StoreError>;
+
+    /// Lists streams in id order, starting after `after`, at most `limit` of them.
+    async fn list_streams(
+        &self,
+        after: Option<&StreamId>,
+        limit: usize,
+    ) -> Result<Vec<StreamInfo>, StoreError>;
+
+    /// The position of the last event a reader can see, [`Position::START`] when empty.
+    async fn head_position(&self) -> Result<Position, StoreError>;
+}
+
+#[async_trait]
+impl<S: EventStore + ?Sized> EventStore for Arc<S> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        (**self).append(stream, expected, events).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        (**self).read_stream(stream, from, to).await
+    }
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        (**self).read_all(after, limit).await
+    }
+    fn subscribe_all(&self, after: Position) -> EventSubscription {
+        (**self).subscribe_all(after)
+    }
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        (**self).stream_version(stream).await
+    }
+    async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>, StoreError> {
+        (**self).stream_info(stream).await
+    }
+    async fn list_streams(
+        &self,
+        after: Option<&StreamId>,
+        limit: usize,
+    ) -> Result<Vec<StreamInfo>, StoreError> {
+        (**self).list_streams(after, limit).await
+    }
+    async fn head_position(&self) -> Result<Position, StoreError> {
+        (**self).head_position().await
+    }
+}
+
+/// Checks an append's input before any backend touches storage: a non-empty batch within the
+/// size limits, no event id twice, sane type names, versions and payloads. Every backend calls
+/// this first, so bad input is refused the same way everywhere.
+pub fn validate_append(
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+) -> Result<(), ValidationError> {
+    if events.is_empty() {
+        return Err(ValidationError::new("events", "an append needs at least one event"));
+    }
+    if events.len() > MAX_BATCH_LEN {
+        return Err(ValidationError::new(
+            "events",
+            format!("{} events in one append, the limit is {MAX_BATCH_LEN}", events.len()),
+        ));
+    }
+    if let ExpectedVersion::Exact(v) = expected {
+        // Versions are stored as signed 64-bit integers by SQL backends.
+        if v > i64::MAX as u64 - MAX_BATCH_LEN as u64 {
+            return Err(ValidationError::new(
+                "expected_version",
+                format!("{v} is beyond the largest storable version"),
+            ));
+        }
+    }
+    let mut ids = HashSet::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        let n = index + 1;
+        if !ids.insert(event.event_id) {
+            return Err(ValidationError::new(
+                "event_id",
+                format!("event #{n} repeats id {} within the batch", event.event_id),
+            ));
+        }
+        let ty = &event.event_type;
+        if ty.is_empty() || ty.len() > MAX_TYPE_NAME_LEN || ty.contains('\0') {
+            return Err(ValidationError::new(
+                "event_type",
+                format!(
+                    "event #{n} has type name {:?}: it must be 1 to {MAX_TYPE_NAME_LEN} bytes without NUL",
+                    truncate(ty)
+                ),
+            ));
+        }
+        if event.schema_version == 0 {
+            return Err(ValidationError::new(
+                "schema_version",
+                format!("event #{n} ({ty}) has schema version 0; versions start at 1"),
+            ));
+        }
+        if event.payload.len() > MAX_PAYLOAD_LEN {
+            return Err(ValidationError::new(
+                "payload",
+                format!(
+                    "event #{n} ({ty}) is {} bytes, the limit is {MAX_PAYLOAD_LEN}",
+                    event.payload.len()
+                ),
+            ));
+        }
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&event.payload) {
+            return Err(ValidationError::new(
+                "payload",
+                format!("event #{n} ({ty}) is not valid JSON: {e}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}

@@ -1,0 +1,120 @@
+//! `ApplicationBuilder`: register the parts, then `build()` checks the wiring.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use interlock_core::EventStore;
+
+use crate::aggregate::{Aggregate, AggregateRegistration, AggregateSettings};
+use crate::engine::{Application, Engine};
+use crate::error::BuildError;
+use crate::memory::InMemoryEventStore;
+
+/// Configures an [`Application`].
+///
+/// ```
+/// use interlock_runtime::{ApplicationBuilder, InMemoryEventStore};
+/// let err = ApplicationBuilder::new()
+///     .with_event_store(InMemoryEventStore::new())
+///     .build()
+///     .map(|_| ())
+///     .unwrap_err();
+/// assert!(err.to_string().contains("no aggregate"));
+/// ```
+#[derive(Default)]
+#[must_use = "a builder does nothing until build() is called"]
+pub struct ApplicationBuilder {
+    store: Option<Arc<dyn EventStore>>,
+    aggregates: Vec<AggregateRegistration>,
+}
+
+impl std::fmt::Debug for ApplicationBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApplicationBuilder")
+            .field(
+                "aggregates",
+                &self.aggregates.iter().map(|a| a.type_name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApplicationBuilder {
+    /// An empty configuration with the in-memory store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers an aggregate type with default settings.
+    pub fn register_aggregate<A: Aggregate>(self) -> Self {
+        self.register_aggregate_with::<A>(AggregateSettings::default())
+    }
+
+    /// Registers an aggregate type with its own settings (cache size, unknown-event policy).
+    pub fn register_aggregate_with<A: Aggregate>(mut self, settings: AggregateSettings) -> Self {
+        self.aggregates
+            .push(AggregateRegistration::new::<A>(&settings));
+        self
+    }
+
+    /// Uses this event store (the default is a fresh [`InMemoryEventStore`]).
+    pub fn with_event_store(mut self, store: impl EventStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Uses an event store already shared with other parts of the program.
+    pub fn with_shared_event_store(mut self, store: Arc<dyn EventStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Checks the wiring and builds the application. Every problem found is reported at once.
+    pub fn build(self) -> Result<Application, BuildError> {
+        let mut problems = Vec::new();
+        if self.aggregates.is_empty() {
+            problems.push("no aggregate is registered: call register_aggregate::<A>()".to_owned());
+        }
+        let mut by_type: HashMap<TypeId, &'static str> = HashMap::new();
+        let mut by_name: HashMap<&'static str, usize> = HashMap::new();
+        let mut commands: HashMap<TypeId, (&'static str, &'static str)> = HashMap::new();
+        for registration in &self.aggregates {
+            problems.extend(registration.problems.iter().cloned());
+            if by_type.insert(registration.type_id, registration.type_name).is_some() {
+                problems.push(format!(
+                    "aggregate {} is registered twice",
+                    registration.type_name
+                ));
+                continue;
+            }
+            let count = by_name.entry(registration.type_name).or_default();
+            *count += 1;
+            if *count == 2 {
+                problems.push(format!(
+                    "two aggregate types share the type name {}: their streams would mix; give one another name",
+                    registration.type_name
+                ));
+            }
+            for route in &registration.routes {
+                if let Some((_, other)) = commands.get(&route.type_id) {
+                    problems.push(format!(
+                        "command {} is handled by both {other} and {}: a command has exactly one handler",
+                        route.command_type, route.aggregate_type
+                    ));
+                } else {
+                    commands.insert(route.type_id, (route.command_type, route.aggregate_type));
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(BuildError { problems });
+        }
+        let store = self
+            .store
+            .unwrap_or_else(|| Arc::new(InMemoryEventStore::new()));
+        Ok(Application {
+            engine: Arc::new(Engine::new(store, self.aggregates)),
+        })
+    }
+}

@@ -1,0 +1,107 @@
+//! What a command handler knows about the dispatch it runs in.
+
+use interlock_core::{Metadata, Position};
+use uuid::Uuid;
+
+/// Options for one dispatch: correlation, causation and metadata stamped on every event it stores.
+#[derive(Clone, Debug, Default)]
+pub struct DispatchOptions {
+    /// Correlation id; defaults to the command id, starting a new flow.
+    pub correlation_id: Option<Uuid>,
+    /// Causation id; defaults to the command id.
+    pub causation_id: Option<Uuid>,
+    /// Metadata copied onto every stored event.
+    pub metadata: Metadata,
+}
+
+impl DispatchOptions {
+    /// Default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the correlation id.
+    pub fn correlation_id(mut self, id: Uuid) -> Self {
+        self.correlation_id = Some(id);
+        self
+    }
+
+    /// Sets the causation id.
+    pub fn causation_id(mut self, id: Uuid) -> Self {
+        self.causation_id = Some(id);
+        self
+    }
+
+    /// Adds one metadata entry.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// The context a command handler runs in.
+#[derive(Clone, Debug)]
+pub struct CommandContext {
+    pub(crate) command_id: Uuid,
+    pub(crate) command_type: &'static str,
+    pub(crate) correlation_id: Uuid,
+    pub(crate) causation_id: Uuid,
+    pub(crate) metadata: Metadata,
+}
+
+impl CommandContext {
+    pub(crate) fn new(command_type: &'static str, options: DispatchOptions) -> Self {
+        let command_id = Uuid::now_v7();
+        Self {
+            command_id,
+            command_type,
+            correlation_id: options.correlation_id.unwrap_or(command_id),
+            causation_id: options.causation_id.unwrap_or(command_id),
+            metadata: options.metadata,
+        }
+    }
+
+    /// A context for calling a handler directly, outside an application (unit tests).
+    pub fn detached(command_type: &'static str) -> Self {
+        Self::new(command_type, DispatchOptions::default())
+    }
+
+    /// The id given to this dispatch of the command.
+    pub fn command_id(&self) -> Uuid {
+        self.command_id
+    }
+
+    /// The command's type name.
+    pub fn command_type(&self) -> &'static str {
+        self.command_type
+    }
+
+    /// The correlation id stored on the events.
+    pub fn correlation_id(&self) -> Uuid {
+        self.correlation_id
+    }
+
+    /// The causation id stored on the events.
+    pub fn causation_id(&self) -> Uuid {
+        self.causation_id
+    }
+
+    /// The metadata stored on the events.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+}
+
+/// What a dispatch did, beside the handler's output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dispatched<T> {
+    /// What the handler returned.
+    pub output: T,
+    /// The aggregate's version after the command (unchanged when it emitted nothing).
+    pub version: u64,
+    /// How many events the command stored.
+    pub events: usize,
+    /// Global position of the last stored event, `None` when nothing was stored. Pass it to
+    /// read-your-writes waits.
+    pub position: Option<Position>,
+}

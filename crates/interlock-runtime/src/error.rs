@@ -1,0 +1,217 @@
+//! The application's error type and the domain error handlers return.
+
+use std::fmt;
+
+use interlock_core::{
+    AggregateId, ConcurrencyError, DecodeError, StoreError, StreamId, ValidationError,
+};
+
+/// A command was rejected by domain logic ("insufficient funds").
+///
+/// Handlers return `Result<T, E>` where `E` converts into a `DomainError`: any
+/// `std::error::Error + Send + Sync + 'static` does, so a handler can return its own error enum and
+/// the caller can get it back with [`DomainError::downcast_ref`]. [`DomainError::new`] makes one
+/// from a message, [`DomainError::with_code`] adds a stable code to match on.
+///
+/// ```
+/// use interlock_runtime::DomainError;
+/// let e = DomainError::with_code("insufficient_funds", "balance is 5, cannot withdraw 7");
+/// assert_eq!(e.code(), Some("insufficient_funds"));
+/// assert_eq!(e.to_string(), "balance is 5, cannot withdraw 7");
+/// ```
+pub struct DomainError {
+    code: Option<String>,
+    inner: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+#[derive(Debug)]
+struct Message(String);
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Message {}
+
+impl DomainError {
+    /// A domain error with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            code: None,
+            inner: Box::new(Message(message.into())),
+        }
+    }
+
+    /// A domain error with a stable code (for callers to match on) and a message.
+    pub fn with_code(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: Some(code.into()),
+            inner: Box::new(Message(message.into())),
+        }
+    }
+
+    /// The code given with [`with_code`](Self::with_code), if any.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+
+    /// The handler's own error, if it was of type `E`.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.inner.downcast_ref::<E>()
+    }
+
+    /// Whether the handler's own error was of type `E`.
+    pub fn is<E: std::error::Error + 'static>(&self) -> bool {
+        self.inner.is::<E>()
+    }
+
+    /// The error as a standard error (to walk its sources).
+    pub fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.inner
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for DomainError {
+    fn from(error: E) -> Self {
+        Self {
+            code: None,
+            inner: Box::new(error),
+        }
+    }
+}
+
+impl fmt::Display for DomainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.inner, f)
+    }
+}
+
+impl fmt::Debug for DomainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("DomainError");
+        if let Some(code) = &self.code {
+            d.field("code", code);
+        }
+        d.field("error", &self.inner).finish()
+    }
+}
+
+/// Everything that can go wrong when dispatching, loading or building.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The command handler rejected the command; nothing was stored.
+    #[error("{0}")]
+    Domain(DomainError),
+    /// The command targets an aggregate instance that has no events, and is not declared as a
+    /// command that creates one.
+    #[error("aggregate {aggregate_type} with id {id} not found{}", command.map(|c| format!(" (command {c} does not create it)")).unwrap_or_default())]
+    AggregateNotFound {
+        /// The aggregate type.
+        aggregate_type: &'static str,
+        /// The id that was asked for.
+        id: AggregateId,
+        /// The command that was dispatched, if any.
+        command: Option<&'static str>,
+    },
+    /// No registered aggregate handles this command type.
+    #[error("no handler for command {command}: register the aggregate that handles it")]
+    NoHandler {
+        /// The command type.
+        command: &'static str,
+    },
+    /// The aggregate type was never registered with the application.
+    #[error("aggregate {aggregate_type} is not registered with this application")]
+    AggregateNotRegistered {
+        /// The aggregate type.
+        aggregate_type: &'static str,
+    },
+    /// Optimistic concurrency failed: another writer appended first. Nothing was stored.
+    #[error(transparent)]
+    Concurrency(#[from] ConcurrencyError),
+    /// A stored event could not be decoded (names stream, version and type).
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A handler emitted an event the aggregate has no applier for (with the `Error` policy).
+    #[error(
+        "aggregate {aggregate_type} has no applier for event {event_type} emitted by command {command}"
+    )]
+    NoApplier {
+        /// The aggregate type.
+        aggregate_type: &'static str,
+        /// The emitted event type.
+        event_type: &'static str,
+        /// The command being handled.
+        command: &'static str,
+    },
+    /// An emitted event could not be serialized; nothing was stored.
+    #[error(
+        "event #{index} ({event_type}) emitted by command {command} on {stream} could not be serialized: {message}"
+    )]
+    EventSerialization {
+        /// The stream the events were for.
+        stream: StreamId,
+        /// The command being handled.
+        command: &'static str,
+        /// 1-based index of the event among those the handler emitted.
+        index: usize,
+        /// The event's type name.
+        event_type: &'static str,
+        /// What serde said.
+        message: String,
+    },
+    /// An input was rejected before anything was written.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    /// `build()` found problems (convenient for `?` in a `main` returning `Result<_, Error>`).
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The application was shut down.
+    #[error("the application has been shut down")]
+    ShutDown,
+    /// Any other store failure.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl Error {
+    /// The domain error, when the command was rejected by domain logic.
+    pub fn as_domain(&self) -> Option<&DomainError> {
+        match self {
+            Error::Domain(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether this is an optimistic concurrency conflict (retrying the command may succeed).
+    pub fn is_concurrency(&self) -> bool {
+        matches!(self, Error::Concurrency(_))
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Concurrency(e) => Error::Concurrency(e),
+            StoreError::Decode(e) => Error::Decode(e),
+            StoreError::Validation(e) => Error::Validation(e),
+            other => Error::Store(other),
+        }
+    }
+}
+
+impl From<DomainError> for Error {
+    fn from(error: DomainError) -> Self {
+        Error::Domain(error)
+    }
+}
+
+/// `build()` found problems with the application's wiring; every one of them is listed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the application is misconfigured:\n  - {}", problems.join("\n  - "))]
+pub struct BuildError {
+    /// One human-readable line per problem.
+    pub problems: Vec<String>,
+}

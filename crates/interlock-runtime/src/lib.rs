@@ -1,0 +1,55 @@
+//! # interlock-runtime
+//!
+//! The moving parts of an Interlock application, on top of the contracts in `interlock-core`:
+//!
+//! * [`Aggregate`], [`HandlesCommand`], [`AppliesEvent`] and [`Emit`]: the plain-trait path for
+//!   domain types (the `#[aggregate]` macro generates exactly these impls).
+//! * [`ApplicationBuilder`] and [`Application`]: registration, wiring checks, `dispatch`, `load`.
+//! * [`InMemoryEventStore`]: the reference store.
+//!
+//! ## How a command runs
+//!
+//! `dispatch(cmd)` finds the one aggregate type that handles the command's type, loads the target
+//! instance (a cached copy brought up to date with its stream's tail, or a full replay), runs the
+//! handler inside an *emit scope* that applies each emitted event at once and records it, then
+//! appends the recorded events with the version it loaded as the expected version. A handler
+//! error, a serialization error or a concurrency conflict drops the working copy: nothing is
+//! stored and no cached state changes.
+//!
+//! Most applications use the `interlock` facade crate, which re-exports this crate together with
+//! the macros and the stores.
+
+mod aggregate;
+mod builder;
+mod cache;
+mod context;
+mod dispatch;
+mod emit;
+mod engine;
+mod error;
+mod memory;
+
+pub use aggregate::{
+    Aggregate, AggregateRoutes, AggregateSettings, AppliesEvent, HandlesCommand,
+    UnknownEventPolicy,
+};
+pub use builder::ApplicationBuilder;
+pub use context::{CommandContext, DispatchOptions, Dispatched};
+pub use emit::Emit;
+pub use engine::Application;
+pub use error::{BuildError, DomainError, Error};
+pub use interlock_core as core;
+pub use memory::InMemoryEventStore;
+
+/// What applications use daily.
+pub mod prelude {
+    pub use crate::{
+        Aggregate, AggregateRoutes, AggregateSettings, AppliesEvent, Application,
+        ApplicationBuilder, CommandContext, DispatchOptions, DomainError, Emit, Error,
+        HandlesCommand, InMemoryEventStore,
+    };
+    pub use interlock_core::{
+        AggregateId, Command, Event, EventStore, ExpectedVersion, NewEvent, Position, Query,
+        RecordedEvent, StreamId,
+    };
+}

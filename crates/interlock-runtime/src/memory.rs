@@ -1,0 +1,262 @@
+//! The in-memory event store: the reference implementation of the store contract.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use interlock_core::{
+    AppendNotifier, AppendResult, ConcurrencyError, EventId, EventStore, EventSubscription,
+    ExpectedVersion, NewEvent, Position, RecordedEvent, StoreError, StreamId, StreamInfo,
+    poll_subscription, validate_append,
+};
+
+/// Keeps every event in memory; the default store of an application, and the reference the
+/// other backends are checked against. Positions are 1, 2, 3, ...; appends are serialized by a
+/// lock, so commit order is position order and readers never skip.
+///
+/// Cheap to clone: clones share the same events.
+#[derive(Clone, Default)]
+pub struct InMemoryEventStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    state: RwLock<State>,
+    notifier: Arc<AppendNotifier>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The global log; the event at index `i` has position `i + 1`.
+    log: Vec<RecordedEvent>,
+    /// Log indexes of each stream's events, by version - 1.
+    streams: HashMap<StreamId, Vec<usize>>,
+    /// Streams in id order, for listing.
+    stream_order: BTreeSet<StreamId>,
+    /// Log index of each event id.
+    ids: HashMap<EventId, usize>,
+}
+
+impl std::fmt::Debug for InMemoryEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.inner.state.read().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("InMemoryEventStore")
+            .field("events", &state.log.len())
+            .field("streams", &state.streams.len())
+            .finish()
+    }
+}
+
+impl InMemoryEventStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl State {
+    fn version(&self, stream: &StreamId) -> u64 {
+        self.streams.get(stream).map_or(0, |v| v.len() as u64)
+    }
+
+    /// Recognises a retried append: every id already stored, in order, in this stream, with the
+    /// same content. Returns the original result; any partial or different match is an error.
+    fn existing_append(
+        &self,
+        stream: &StreamId,
+        events: &[NewEvent],
+    ) -> Result<Option<AppendResult>, StoreError> {
+        let stored: Vec<Option<&RecordedEvent>> = events
+            .iter()
+            .map(|e| self.ids.get(&e.event_id).map(|&i| &self.log[i]))
+            .collect();
+        let Some(first) = stored.iter().flatten().next().copied() else {
+            return Ok(None);
+        };
+        for (offset, (new, recorded)) in events.iter().zip(&stored).enumerate() {
+            let matches = recorded.is_some_and(|r| {
+                r.stream_id == *stream
+                    && r.stream_version == first.stream_version + offset as u64
+                    && new.same_content_as(r)
+            });
+            if !matches {
+                // A partial overlap names an id that is stored, so the message stays true.
+                let clash = recorded.unwrap_or(first);
+                return Err(StoreError::DuplicateEventId {
+                    event_id: clash.event_id,
+                    stream: Some(clash.stream_id.clone()),
+                });
+            }
+        }
+        let last = stored.last().copied().flatten().unwrap_or(first);
+        Ok(Some(AppendResult {
+            first_version: first.stream_version,
+            last_version: last.stream_version,
+            first_position: first.position,
+            last_position: last.position,
+            already_appended: true,
+        }))
+    }
+
+    fn info(&self, stream: &StreamId, indexes: &[usize]) -> Option<StreamInfo> {
+        let first = &self.log[*indexes.first()?];
+        let last = &self.log[*indexes.last()?];
+        Some(StreamInfo {
+            stream_id: stream.clone(),
+            version: indexes.len() as u64,
+            last_position: last.position,
+            created_at: first.recorded_at,
+            updated_at: last.recorded_at,
+        })
+    }
+}
+
+#[async_trait]
+impl EventStore for InMemoryEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        validate_append(expected, &events)?;
+        let result = {
+            let mut state = self.inner.state.write().unwrap_or_else(PoisonError::into_inner);
+            if let Some(existing) = state.existing_append(stream, &events)? {
+                return Ok(existing);
+            }
+            let current = state.version(stream);
+            if !expected.is_satisfied_by(current) {
+                return Err(ConcurrencyError {
+                    stream: stream.clone(),
+                    expected,
+                    actual: current,
+                }
+                .into());
+            }
+            let recorded_at: DateTime<Utc> = Utc::now();
+            let first_index = state.log.len();
+            let count = events.len();
+            let State {
+                log,
+                streams,
+                stream_order,
+                ids,
+            } = &mut *state;
+            let indexes = streams.entry(stream.clone()).or_default();
+            if indexes.is_empty() {
+                stream_order.insert(stream.clone());
+            }
+            for (offset, event) in events.into_iter().enumerate() {
+                let index = first_index + offset;
+                ids.insert(event.event_id, index);
+                indexes.push(index);
+                log.push(RecordedEvent {
+                    event_id: event.event_id,
+                    stream_id: stream.clone(),
+                    stream_version: current + offset as u64 + 1,
+                    position: Position::from_sequence(index as u64 + 1),
+                    recorded_at,
+                    event_type: event.event_type,
+                    schema_version: event.schema_version,
+                    correlation_id: event.correlation_id,
+                    causation_id: event.causation_id,
+                    metadata: event.metadata,
+                    payload: event.payload,
+                });
+            }
+            AppendResult {
+                first_version: current + 1,
+                last_version: current + count as u64,
+                first_position: Position::from_sequence(first_index as u64 + 1),
+                last_position: Position::from_sequence((first_index + count) as u64),
+                already_appended: false,
+            }
+        };
+        self.inner.notifier.notify();
+        Ok(result)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let state = self.inner.state.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(indexes) = state.streams.get(stream) else {
+            return Ok(Vec::new());
+        };
+        let start = from.max(1) as usize - 1;
+        let end = to.map_or(indexes.len(), |to| (to as usize).min(indexes.len()));
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        Ok(indexes[start..end]
+            .iter()
+            .map(|&i| state.log[i].clone())
+            .collect())
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if after.major() != 0 {
+            return Ok(Vec::new());
+        }
+        let state = self.inner.state.read().unwrap_or_else(PoisonError::into_inner);
+        let start = usize::try_from(after.minor()).unwrap_or(usize::MAX);
+        if start >= state.log.len() {
+            return Ok(Vec::new());
+        }
+        let end = start.saturating_add(limit).min(state.log.len());
+        Ok(state.log[start..end].to_vec())
+    }
+
+    fn subscribe_all(&self, after: Position) -> EventSubscription {
+        poll_subscription(self.clone(), self.inner.notifier.clone(), after, 1024)
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        let state = self.inner.state.read().unwrap_or_else(PoisonError::into_inner);
+        Ok(state.version(stream))
+    }
+
+    async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>, StoreError> {
+        let state = self.inner.state.read().unwrap_or_else(PoisonError::into_inner);
+        Ok(state
+            .streams
+            .get(stream)
+            .and_then(|indexes| state.info(stream, indexes)))
+    }
+
+    async fn list_streams(
+        &self,
+        after: Option<&StreamId>,
+        limit: usize,
+    ) -> Result<Vec<StreamInfo>, StoreError> {
+        use std::ops::Bound;
+        let state = self.inner.state.read().unwrap_or_else(PoisonError::into_inner);
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(state
+            .stream_order
+            .range::<StreamId, _>((lower, Bound::Unbounded))
+            .take(limit)
+            .filter_map(|stream| {
+                state
+                    .streams
+                    .get(stream)
+                    .and_then(|indexes| state.info(stream, indexes))
+            })
+            .collect())
+    }
+
+    async fn head_position(&self) -> Result<Position, StoreError> {
+        let state = self.inner.state.read().unwrap_or_else(PoisonError::into_inner);
+        Ok(Position::from_sequence(state.log.len() as u64))
+    }
+}
