@@ -96,9 +96,7 @@ impl fmt::Display for DecodeReason {
 
 /// A stored event could not be decoded; names the stream, version and type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "cannot decode event {stream} version {stream_version} of type {event_type:?}: {reason}"
-)]
+#[error("cannot decode event {stream} version {stream_version} of type {event_type:?}: {reason}")]
 pub struct DecodeError {
     /// The stream the event belongs to.
     pub stream: StreamId,

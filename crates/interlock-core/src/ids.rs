@@ -194,7 +194,10 @@ fn validate_part(field: &'static str, value: &str) -> Result<(), ValidationError
         ));
     }
     if value.contains('\0') {
-        return Err(ValidationError::new(field, "must not contain a NUL character"));
+        return Err(ValidationError::new(
+            field,
+            "must not contain a NUL character",
+        ));
     }
     Ok(())
 }

@@ -34,7 +34,10 @@ impl Position {
 
     /// A single-part position, as used by backends with one writer (in-memory, SQLite).
     pub const fn from_sequence(sequence: u64) -> Self {
-        Self { major: 0, minor: sequence }
+        Self {
+            major: 0,
+            minor: sequence,
+        }
     }
 
     /// The first part (a transaction id on backends that use one; 0 elsewhere).
@@ -134,7 +137,11 @@ mod tests {
 
     #[test]
     fn positions_round_trip_through_text() {
-        for p in [Position::START, Position::from_sequence(42), Position::new(7, 3)] {
+        for p in [
+            Position::START,
+            Position::from_sequence(42),
+            Position::new(7, 3),
+        ] {
             assert_eq!(p.to_string().parse::<Position>().unwrap(), p);
         }
         let err = "x:1".parse::<Position>().unwrap_err();

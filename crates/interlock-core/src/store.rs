@@ -169,12 +169,18 @@ pub fn validate_append(
     events: &[NewEvent],
 ) -> Result<(), ValidationError> {
     if events.is_empty() {
-        return Err(ValidationError::new("events", "an append needs at least one event"));
+        return Err(ValidationError::new(
+            "events",
+            "an append needs at least one event",
+        ));
     }
     if events.len() > MAX_BATCH_LEN {
         return Err(ValidationError::new(
             "events",
-            format!("{} events in one append, the limit is {MAX_BATCH_LEN}", events.len()),
+            format!(
+                "{} events in one append, the limit is {MAX_BATCH_LEN}",
+                events.len()
+            ),
         ));
     }
     if let ExpectedVersion::Exact(v) = expected {

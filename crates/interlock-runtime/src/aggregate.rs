@@ -117,11 +117,16 @@ pub(crate) struct CommandRoute {
 
 type RouteFactory<A> = Box<dyn FnOnce(Arc<AggregateRuntime<A>>) -> CommandRoute + Send>;
 
+/// Decodes a stored event and applies it (`None`: a known event the state ignores).
+type StoredApplier<A> = Option<fn(&mut A, &RecordedEvent) -> Result<(), DecodeError>>;
+/// Applies an event just emitted, given as `&dyn Any` (`None`: known, ignored).
+type TypedApplier<A> = Option<fn(&mut A, &dyn Any)>;
+
 struct EventRoute<A> {
     type_name: &'static str,
     type_id: TypeId,
-    apply_stored: Option<fn(&mut A, &RecordedEvent) -> Result<(), DecodeError>>,
-    apply_typed: Option<fn(&mut A, &dyn Any)>,
+    apply_stored: StoredApplier<A>,
+    apply_typed: TypedApplier<A>,
 }
 
 /// The list of commands and events an aggregate declares in [`Aggregate::configure`].
@@ -223,8 +228,8 @@ fn apply_typed<A: AppliesEvent<E>, E: Event>(state: &mut A, event: &dyn Any) {
 
 /// The applier tables of one aggregate type, indexed by stored type name and by Rust type.
 pub(crate) struct Appliers<A> {
-    by_name: HashMap<&'static str, Option<fn(&mut A, &RecordedEvent) -> Result<(), DecodeError>>>,
-    by_type: HashMap<TypeId, Option<fn(&mut A, &dyn Any)>>,
+    by_name: HashMap<&'static str, StoredApplier<A>>,
+    by_type: HashMap<TypeId, TypedApplier<A>>,
     pub(crate) policy: UnknownEventPolicy,
 }
 
@@ -271,12 +276,18 @@ impl<A: Aggregate> Appliers<A> {
         appliers
     }
 
-    fn from_routes(routes: &mut AggregateRoutes<A>, policy: UnknownEventPolicy) -> (Self, Vec<String>) {
+    fn from_routes(
+        routes: &mut AggregateRoutes<A>,
+        policy: UnknownEventPolicy,
+    ) -> (Self, Vec<String>) {
         let mut problems = Vec::new();
         let mut by_name = HashMap::new();
         let mut by_type = HashMap::new();
         for route in routes.events.drain(..) {
-            if by_name.insert(route.type_name, route.apply_stored).is_some() {
+            if by_name
+                .insert(route.type_name, route.apply_stored)
+                .is_some()
+            {
                 problems.push(format!(
                     "aggregate {} declares event type {} twice (two appliers, or two Rust types with one type name)",
                     A::TYPE_NAME,
@@ -304,7 +315,7 @@ pub(crate) struct AggregateRuntime<A> {
 
 /// Settings for one aggregate type, given to
 /// [`ApplicationBuilder::register_aggregate_with`](crate::ApplicationBuilder::register_aggregate_with).
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct AggregateSettings {
     pub(crate) cache_capacity: usize,
     pub(crate) unknown_events: UnknownEventPolicy,

@@ -34,7 +34,11 @@ impl std::fmt::Debug for ApplicationBuilder {
         f.debug_struct("ApplicationBuilder")
             .field(
                 "aggregates",
-                &self.aggregates.iter().map(|a| a.type_name).collect::<Vec<_>>(),
+                &self
+                    .aggregates
+                    .iter()
+                    .map(|a| a.type_name)
+                    .collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
     }
@@ -81,7 +85,10 @@ impl ApplicationBuilder {
         let mut commands: HashMap<TypeId, (&'static str, &'static str)> = HashMap::new();
         for registration in &self.aggregates {
             problems.extend(registration.problems.iter().cloned());
-            if by_type.insert(registration.type_id, registration.type_name).is_some() {
+            if by_type
+                .insert(registration.type_id, registration.type_name)
+                .is_some()
+            {
                 problems.push(format!(
                     "aggregate {} is registered twice",
                     registration.type_name

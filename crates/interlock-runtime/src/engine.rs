@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use interlock_core::{AggregateId, Command, EventStore, RecordedEvent, StreamId};
 
-use crate::aggregate::{Aggregate, AggregateRegistration, AggregateRuntime, CommandFn, CommandRoute};
+use crate::aggregate::{
+    Aggregate, AggregateRegistration, AggregateRuntime, CommandFn, CommandRoute,
+};
 use crate::context::{DispatchOptions, Dispatched};
 use crate::dispatch;
 use crate::error::Error;
@@ -26,7 +28,10 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    pub(crate) fn new(store: Arc<dyn EventStore>, registrations: Vec<AggregateRegistration>) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn EventStore>,
+        registrations: Vec<AggregateRegistration>,
+    ) -> Self {
         let mut commands = HashMap::new();
         let mut aggregates = HashMap::new();
         for registration in registrations {
@@ -63,7 +68,12 @@ pub struct Application {
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut commands: Vec<_> = self.engine.commands.values().map(|r| r.command_type).collect();
+        let mut commands: Vec<_> = self
+            .engine
+            .commands
+            .values()
+            .map(|r| r.command_type)
+            .collect();
         commands.sort_unstable();
         f.debug_struct("Application")
             .field("commands", &commands)

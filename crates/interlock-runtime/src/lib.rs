@@ -30,8 +30,7 @@ mod error;
 mod memory;
 
 pub use aggregate::{
-    Aggregate, AggregateRoutes, AggregateSettings, AppliesEvent, HandlesCommand,
-    UnknownEventPolicy,
+    Aggregate, AggregateRoutes, AggregateSettings, AppliesEvent, HandlesCommand, UnknownEventPolicy,
 };
 pub use builder::ApplicationBuilder;
 pub use context::{CommandContext, DispatchOptions, Dispatched};
@@ -44,9 +43,9 @@ pub use memory::InMemoryEventStore;
 /// What applications use daily.
 pub mod prelude {
     pub use crate::{
-        Aggregate, AggregateRoutes, AggregateSettings, AppliesEvent, Application,
-        ApplicationBuilder, CommandContext, DispatchOptions, DomainError, Emit, Error,
-        HandlesCommand, InMemoryEventStore,
+        Aggregate, AggregateRoutes, AggregateSettings, Application, ApplicationBuilder,
+        AppliesEvent, CommandContext, DispatchOptions, DomainError, Emit, Error, HandlesCommand,
+        InMemoryEventStore,
     };
     pub use interlock_core::{
         AggregateId, Command, Event, EventStore, ExpectedVersion, NewEvent, Position, Query,

@@ -41,7 +41,11 @@ struct State {
 
 impl std::fmt::Debug for InMemoryEventStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = self.inner.state.read().unwrap_or_else(PoisonError::into_inner);
+        let state = self
+            .inner
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         f.debug_struct("InMemoryEventStore")
             .field("events", &state.log.len())
             .field("streams", &state.streams.len())
@@ -123,7 +127,11 @@ impl EventStore for InMemoryEventStore {
     ) -> Result<AppendResult, StoreError> {
         validate_append(expected, &events)?;
         let result = {
-            let mut state = self.inner.state.write().unwrap_or_else(PoisonError::into_inner);
+            let mut state = self
+                .inner
+                .state
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
             if let Some(existing) = state.existing_append(stream, &events)? {
                 return Ok(existing);
             }
@@ -185,7 +193,11 @@ impl EventStore for InMemoryEventStore {
         from: u64,
         to: Option<u64>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let state = self.inner.state.read().unwrap_or_else(PoisonError::into_inner);
+        let state = self
+            .inner
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let Some(indexes) = state.streams.get(stream) else {
             return Ok(Vec::new());
         };
@@ -208,7 +220,11 @@ impl EventStore for InMemoryEventStore {
         if after.major() != 0 {
             return Ok(Vec::new());
         }
-        let state = self.inner.state.read().unwrap_or_else(PoisonError::into_inner);
+        let state = self
+            .inner
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let start = usize::try_from(after.minor()).unwrap_or(usize::MAX);
         if start >= state.log.len() {
             return Ok(Vec::new());
@@ -222,12 +238,20 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
-        let state = self.inner.state.read().unwrap_or_else(PoisonError::into_inner);
+        let state = self
+            .inner
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         Ok(state.version(stream))
     }
 
     async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>, StoreError> {
-        let state = self.inner.state.read().unwrap_or_else(PoisonError::into_inner);
+        let state = self
+            .inner
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         Ok(state
             .streams
             .get(stream)
@@ -240,7 +264,11 @@ impl EventStore for InMemoryEventStore {
         limit: usize,
     ) -> Result<Vec<StreamInfo>, StoreError> {
         use std::ops::Bound;
-        let state = self.inner.state.read().unwrap_or_else(PoisonError::into_inner);
+        let state = self
+            .inner
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         Ok(state
             .stream_order
@@ -256,7 +284,11 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn head_position(&self) -> Result<Position, StoreError> {
-        let state = self.inner.state.read().unwrap_or_else(PoisonError::into_inner);
+        let state = self
+            .inner
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         Ok(Position::from_sequence(state.log.len() as u64))
     }
 }
