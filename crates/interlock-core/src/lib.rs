@@ -8,6 +8,8 @@
 //! * [`StreamId`], [`EventId`], [`AggregateId`], [`Position`], [`ExpectedVersion`].
 //! * [`EventStore`]: the store contract, with [`validate_append`] so that every backend refuses
 //!   bad input the same way, and [`poll_subscription`] for catch-up-then-live subscriptions.
+//! * The side stores of [`side`]: snapshots, checkpoints, saga state, dead letters and
+//!   idempotency keys.
 //! * The error types shared by every layer.
 //!
 //! Applications normally use the `interlock` facade crate, which re-exports all of this.
@@ -25,6 +27,7 @@ pub mod error;
 pub mod ids;
 pub mod message;
 pub mod position;
+pub mod side;
 pub mod store;
 pub mod subscription;
 
@@ -35,9 +38,14 @@ pub use error::{
 pub use ids::{AggregateId, EventId, MAX_ID_LEN, StreamId};
 pub use message::{Command, Event, EventBatch, Query, SerializedEvent};
 pub use position::{ExpectedVersion, Position};
+pub use side::{
+    CheckpointStore, DeadLetter, DeadLetterStore, IdempotencyClaim, IdempotencyStore,
+    NewDeadLetter, SagaState, SagaStateStore, Snapshot, SnapshotStore, validate_json,
+    validate_name,
+};
 pub use store::{
-    AppendResult, EventStore, EventSubscription, MAX_BATCH_LEN, MAX_PAYLOAD_LEN,
-    MAX_TYPE_NAME_LEN, StreamInfo, validate_append,
+    AppendResult, EventStore, EventSubscription, MAX_BATCH_LEN, MAX_PAYLOAD_LEN, MAX_TYPE_NAME_LEN,
+    StreamInfo, validate_append,
 };
 pub use subscription::{AppendNotifier, poll_subscription};
 
