@@ -28,6 +28,7 @@ mod emit;
 mod engine;
 mod error;
 mod memory;
+mod memory_side;
 
 pub use aggregate::{
     Aggregate, AggregateRoutes, AggregateSettings, AppliesEvent, HandlesCommand, UnknownEventPolicy,

@@ -12,7 +12,8 @@ use interlock_core::{
 };
 
 /// Keeps every event in memory; the default store of an application, and the reference the
-/// other backends are checked against. Positions are 1, 2, 3, ...; appends are serialized by a
+/// other backends are checked against. It also implements every side store (snapshots,
+/// checkpoints, saga state, dead letters, idempotency keys). Positions are 1, 2, 3, ...; appends are serialized by a
 /// lock, so commit order is position order and readers never skip.
 ///
 /// Cheap to clone: clones share the same events.
@@ -25,6 +26,7 @@ pub struct InMemoryEventStore {
 struct Inner {
     state: RwLock<State>,
     notifier: Arc<AppendNotifier>,
+    side: crate::memory_side::Side,
 }
 
 #[derive(Default)]
@@ -57,6 +59,10 @@ impl InMemoryEventStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    pub(crate) fn side(&self) -> &crate::memory_side::Side {
+        &self.inner.side
     }
 }
 

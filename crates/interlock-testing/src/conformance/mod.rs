@@ -15,6 +15,7 @@
 mod append;
 mod concurrency;
 mod read;
+mod side;
 mod strings;
 mod subscribe;
 
@@ -26,6 +27,7 @@ use interlock_core::{EventId, NewEvent, StreamId};
 pub use append::*;
 pub use concurrency::*;
 pub use read::*;
+pub use side::*;
 pub use strings::*;
 pub use subscribe::*;
 
@@ -59,6 +61,22 @@ pub fn test_stream(id: &str) -> StreamId {
 pub fn payload_n(payload: &[u8]) -> u64 {
     let value: serde_json::Value = serde_json::from_slice(payload).expect("test payload is JSON");
     value["n"].as_u64().expect("test payload has n")
+}
+
+/// Instantiates the side-store tests (snapshots, checkpoints, saga state, dead letters,
+/// idempotency keys) for a backend whose store implements all five traits. The argument is
+/// evaluated once per test, like [`event_store_conformance!`]'s.
+#[macro_export]
+macro_rules! side_store_conformance {
+    ($factory:expr) => {
+        $crate::event_store_conformance!(@tests $factory;
+            snapshots_keep_the_latest,
+            checkpoints_are_saved_per_processor,
+            saga_state_uses_optimistic_versions,
+            dead_letters_are_parked_in_order,
+            idempotency_claims_have_one_winner,
+        );
+    };
 }
 
 /// Runs one conformance test on a fresh multi-threaded runtime (4 workers, so races are real).
