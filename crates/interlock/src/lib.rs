@@ -1,1 +1,220 @@
-//! placeholder
+//! # Interlock
+//!
+//! Event sourcing and CQRS for Rust. You write the domain: aggregates that decide on commands
+//! and emit events. Interlock does the rest: routing each command to its aggregate, loading the
+//! aggregate's state from its events, storing what the handler emitted with optimistic
+//! concurrency, and giving the caller the handler's typed result.
+//!
+//! ## Architecture
+//!
+//! This crate is a facade over a few layers, each its own crate:
+//!
+//! * **Contracts** ([`core`], from `interlock-core`): the message traits [`Command`], [`Query`]
+//!   and [`Event`]; the envelope of a stored event ([`NewEvent`], [`RecordedEvent`]); ids and
+//!   positions ([`AggregateId`], [`StreamId`], [`Position`], [`ExpectedVersion`]); and the
+//!   [`EventStore`] trait every backend implements. Small and stable, with no runtime in it.
+//! * **Runtime** ([`runtime`], from `interlock-runtime`): the [`Aggregate`],
+//!   [`HandlesCommand`] and [`AppliesEvent`] traits, [`Emit`], the [`ApplicationBuilder`] that
+//!   checks the wiring, and the [`Application`] that dispatches commands and loads aggregates.
+//!   The [`InMemoryEventStore`] is the default store and the reference for the others.
+//! * **Macros** (from `interlock-macros`): [`derive@Command`], [`derive@Query`],
+//!   [`derive@Event`], and [`macro@aggregate`] with its [`macro@handles_command`] and
+//!   [`macro@applies_event`] markers. They write exactly the trait impls you could write by hand,
+//!   nothing more.
+//! * **Stores**: the embedded SQLite store (feature `sqlite`, on by default) as `interlock::sqlite`.
+//! * **Testing** (feature `testing`): given-when-then scenarios as `interlock::testing`.
+//!
+//! A command runs like this: `dispatch(cmd)` finds the one aggregate type that handles the
+//! command's type, loads the instance named by the command's `aggregate_id`, runs the handler,
+//! and appends the events it emitted, expecting the version it loaded. `emit` applies each event
+//! at once, so a handler's next line sees the new state. If the handler returns an error, nothing
+//! is stored and no cached state changes.
+//!
+//! ## Example
+//!
+//! ```
+//! use interlock::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//! use uuid::Uuid;
+//!
+//! #[derive(Command, Serialize, Deserialize)]
+//! struct OpenAccount { aggregate_id: Uuid, owner: String }
+//!
+//! #[derive(Command, Serialize, Deserialize)]
+//! #[command(output = u64)] // the balance after the deposit
+//! struct DepositMoney { aggregate_id: Uuid, amount: u64 }
+//!
+//! #[derive(Command, Serialize, Deserialize)]
+//! #[command(output = u64)]
+//! struct WithdrawMoney { aggregate_id: Uuid, amount: u64 }
+//!
+//! #[derive(Event, Serialize, Deserialize)]
+//! struct AccountOpened { owner: String }
+//!
+//! #[derive(Event, Serialize, Deserialize)]
+//! struct MoneyDeposited { amount: u64 }
+//!
+//! #[derive(Event, Serialize, Deserialize)]
+//! struct MoneyWithdrawn { amount: u64 }
+//!
+//! #[aggregate]
+//! #[derive(Default, Serialize, Deserialize)]
+//! struct BankAccount { owner: String, balance: u64 }
+//!
+//! #[aggregate]
+//! impl BankAccount {
+//!     // `create`: this command may target an account that does not exist yet.
+//!     #[handles_command(create)]
+//!     fn open(&mut self, cmd: OpenAccount) -> Result<(), DomainError> {
+//!         self.emit(AccountOpened { owner: cmd.owner });
+//!         Ok(())
+//!     }
+//!
+//!     #[handles_command]
+//!     async fn deposit(&mut self, cmd: DepositMoney) -> Result<u64, DomainError> {
+//!         if cmd.amount == 0 {
+//!             return Err(DomainError::new("amount must be positive"));
+//!         }
+//!         self.emit(MoneyDeposited { amount: cmd.amount });
+//!         Ok(self.balance) // already includes the deposit
+//!     }
+//!
+//!     #[handles_command]
+//!     async fn withdraw(&mut self, cmd: WithdrawMoney) -> Result<u64, DomainError> {
+//!         if cmd.amount > self.balance {
+//!             return Err(DomainError::with_code(
+//!                 "insufficient_funds",
+//!                 format!("balance is {}, cannot withdraw {}", self.balance, cmd.amount),
+//!             ));
+//!         }
+//!         self.emit(MoneyWithdrawn { amount: cmd.amount });
+//!         Ok(self.balance)
+//!     }
+//!
+//!     #[applies_event]
+//!     fn on_opened(&mut self, e: &AccountOpened) { self.owner = e.owner.clone(); }
+//!
+//!     #[applies_event]
+//!     fn on_deposited(&mut self, e: &MoneyDeposited) { self.balance += e.amount; }
+//!
+//!     #[applies_event]
+//!     fn on_withdrawn(&mut self, e: &MoneyWithdrawn) { self.balance -= e.amount; }
+//! }
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), interlock::Error> {
+//!     let app = Application::builder()
+//!         .register_aggregate::<BankAccount>()
+//!         .build()?;
+//!
+//!     let id = Uuid::now_v7();
+//!     app.dispatch(OpenAccount { aggregate_id: id, owner: "Ada".into() }).await?;
+//!     assert_eq!(app.dispatch(DepositMoney { aggregate_id: id, amount: 100 }).await?, 100);
+//!     assert_eq!(app.dispatch(WithdrawMoney { aggregate_id: id, amount: 30 }).await?, 70);
+//!
+//!     // A rejected command is a typed error, and stores nothing.
+//!     let err = app.dispatch(WithdrawMoney { aggregate_id: id, amount: 500 }).await.unwrap_err();
+//!     assert_eq!(err.as_domain().and_then(DomainError::code), Some("insufficient_funds"));
+//!
+//!     // A command that does not create an account needs one that exists.
+//!     let missing = app.dispatch(DepositMoney { aggregate_id: Uuid::now_v7(), amount: 1 }).await;
+//!     assert!(matches!(missing, Err(Error::AggregateNotFound { .. })));
+//!
+//!     let account = app.load::<BankAccount>(id).await?;
+//!     assert_eq!((account.owner.as_str(), account.balance), ("Ada", 70));
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## The macros
+//!
+//! Each macro writes a plain trait impl (see [`runtime`] for the same aggregate written by
+//! hand). Their attributes:
+//!
+//! ```
+//! use interlock::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//!
+//! // Output defaults to `()`; the target instance is the field called `aggregate_id`, or the
+//! // one marked `#[command(aggregate_id)]`.
+//! #[derive(Command, Serialize, Deserialize)]
+//! #[command(output = u64, name = "Shop.Restock")]
+//! struct Restock { #[command(aggregate_id)] sku: String, quantity: u64 }
+//!
+//! // The stored type name defaults to the struct's name, the schema version to 1.
+//! #[derive(Event, Serialize, Deserialize)]
+//! #[event(name = "Restocked", version = 2)]
+//! struct RestockedV2 { quantity: u64, warehouse: String }
+//!
+//! // A query must say what it answers.
+//! #[derive(Query)]
+//! #[query(output = Option<u64>)]
+//! struct StockOf { sku: String }
+//!
+//! assert_eq!(<Restock as Command>::TYPE_NAME, "Shop.Restock");
+//! let cmd = Restock { sku: "apple".into(), quantity: 3 };
+//! assert_eq!(cmd.aggregate_id().as_str(), "apple");
+//! assert_eq!((RestockedV2::TYPE_NAME, RestockedV2::SCHEMA_VERSION), ("Restocked", 2));
+//! assert_eq!(<StockOf as Query>::TYPE_NAME, "StockOf");
+//! ```
+//!
+//! On the aggregate's type, `#[aggregate(name = "Account", schema_version = 2)]` sets the stream
+//! category and the state's schema version (recorded with snapshots). On its impl block,
+//! `#[aggregate(ignores(EventA, EventB))]` declares events the aggregate emits without changing
+//! state. A handler may take the [`CommandContext`] as a third parameter:
+//! `fn handle(&mut self, cmd: C, ctx: &CommandContext) -> Result<C::Output, E>`.
+//!
+//! ## Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `sqlite` (default) | the embedded SQLite event store, as [`sqlite`](crate#features) |
+//! | `testing` | given-when-then scenarios and the store conformance suite, as `interlock::testing` |
+//! | `postgres`, `mongodb`, `otel` | reserved; not implemented yet |
+//! | `full` | every implemented feature |
+
+pub use interlock_core as core;
+pub use interlock_runtime as runtime;
+
+#[cfg(feature = "sqlite")]
+#[doc(inline)]
+pub use interlock_sqlite as sqlite;
+#[cfg(feature = "testing")]
+#[doc(inline)]
+pub use interlock_testing as testing;
+
+// Contracts.
+pub use interlock_core::{
+    AggregateId, AppendNotifier, AppendResult, BoxError, Command, ConcurrencyError, DecodeError,
+    DecodeReason, Event, EventBatch, EventId, EventStore, EventSubscription, ExpectedVersion,
+    MAX_BATCH_LEN, MAX_ID_LEN, MAX_PAYLOAD_LEN, MAX_TYPE_NAME_LEN, Metadata, NewEvent, Position,
+    Query, RecordedEvent, SerializedEvent, StoreError, StreamId, StreamInfo, ValidationError,
+    poll_subscription, validate_append,
+};
+
+// Runtime.
+pub use interlock_runtime::{
+    Aggregate, AggregateRoutes, AggregateSettings, Application, ApplicationBuilder, AppliesEvent,
+    BuildError, CommandContext, DispatchOptions, Dispatched, DomainError, Emit, Error,
+    HandlesCommand, InMemoryEventStore, UnknownEventPolicy,
+};
+
+// Macros. The derives share their names with the traits they implement (they live in another
+// namespace), so `use interlock::Command` brings in both.
+pub use interlock_macros::{Command, Event, Query, aggregate, applies_event, handles_command};
+
+/// What applications use daily: `use interlock::prelude::*;`.
+///
+/// The message traits come with their derive macros of the same name.
+pub mod prelude {
+    pub use crate::{
+        Aggregate, AggregateId, Application, ApplicationBuilder, AppliesEvent, Command,
+        CommandContext, DispatchOptions, DomainError, Emit, Error, Event, EventStore,
+        ExpectedVersion, HandlesCommand, InMemoryEventStore, Position, Query, StreamId, aggregate,
+        applies_event, handles_command,
+    };
+}
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;

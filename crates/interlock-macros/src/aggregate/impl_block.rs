@@ -1,0 +1,221 @@
+//! `#[aggregate]` on the inherent impl block.
+
+use std::collections::HashMap;
+
+use proc_macro2::TokenStream;
+use quote::{ToTokens, quote, quote_spanned};
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{ImplItem, ItemImpl, Token, Type};
+
+use super::methods::{self, Applier, Handler};
+use crate::attr;
+use crate::markers::{self, Marker};
+
+pub(crate) fn expand(args: TokenStream, mut item: ItemImpl) -> syn::Result<TokenStream> {
+    let ignored = parse_args(args)?;
+    if let Some((_, path, _)) = &item.trait_ {
+        return Err(syn::Error::new(
+            path.span(),
+            "#[aggregate] goes on the aggregate's inherent impl block (`impl MyAggregate { ... }`), not on a trait impl",
+        ));
+    }
+
+    let mut handlers = Vec::new();
+    let mut appliers = Vec::new();
+    let mut error = None;
+    for impl_item in &mut item.items {
+        let ImplItem::Fn(method) = impl_item else {
+            continue;
+        };
+        let analysed = match markers::take(&mut method.attrs) {
+            Ok(Some((Marker::HandlesCommand { creates }, _))) => {
+                methods::handler(method, creates).map(|h| handlers.push(h))
+            }
+            Ok(Some((Marker::AppliesEvent, _))) => {
+                methods::applier(method).map(|a| appliers.push(a))
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = analysed {
+            markers::combine(&mut error, e);
+        }
+    }
+    if let Err(e) = check_unique(&handlers, &appliers, &ignored) {
+        markers::combine(&mut error, e);
+    }
+    // On error the impl block is still emitted (without the markers), so the only errors the
+    // user sees are ours, not follow-ups about missing methods.
+    if let Some(error) = error {
+        let error = error.to_compile_error();
+        return Ok(quote!(#item #error));
+    }
+
+    let handler_impls = handlers.iter().map(|h| handler_impl(&item, h));
+    let applier_impls = appliers.iter().map(|a| applier_impl(&item, a));
+    let configure = configure_impl(&item, &handlers, &appliers, &ignored);
+    Ok(quote! {
+        #item
+        #(#handler_impls)*
+        #(#applier_impls)*
+        #configure
+    })
+}
+
+/// `ignores(EventA, EventB)`.
+fn parse_args(args: TokenStream) -> syn::Result<Vec<Type>> {
+    let mut ignored = Vec::new();
+    let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("ignores") {
+            let content;
+            syn::parenthesized!(content in meta.input);
+            ignored.extend(Punctuated::<Type, Token![,]>::parse_terminated(&content)?);
+            Ok(())
+        } else if meta.path.is_ident("name") || meta.path.is_ident("schema_version") {
+            Err(meta.error(
+                "`name` and `schema_version` belong on the aggregate's struct, not on its impl block",
+            ))
+        } else {
+            Err(attr::unknown_option(&meta, "aggregate", &["ignores"]))
+        }
+    });
+    parser.parse2(args)?;
+    Ok(ignored)
+}
+
+/// Two handlers of one command (or two appliers of one event) would be conflicting impls; say
+/// so in domain terms. Types are compared as written, which catches the common copy-paste case.
+fn check_unique(handlers: &[Handler], appliers: &[Applier], ignored: &[Type]) -> syn::Result<()> {
+    let mut error = None;
+    let mut commands = HashMap::new();
+    for h in handlers {
+        let key = h.command.to_token_stream().to_string();
+        if let Some(first) = commands.insert(key, &h.method) {
+            markers::combine(
+                &mut error,
+                syn::Error::new(
+                    h.command.span(),
+                    format!(
+                        "this command is already handled by `{first}`: a command has exactly one handler"
+                    ),
+                ),
+            );
+        }
+    }
+    let mut events: HashMap<String, String> = HashMap::new();
+    for a in appliers {
+        let key = a.event.to_token_stream().to_string();
+        if let Some(first) = events.insert(key, format!("applied by `{}`", a.method)) {
+            markers::combine(
+                &mut error,
+                syn::Error::new(
+                    a.event.span(),
+                    format!("this event is already {first}: an event has one applier"),
+                ),
+            );
+        }
+    }
+    for ty in ignored {
+        let key = ty.to_token_stream().to_string();
+        if let Some(first) = events.insert(key, "ignored".to_owned()) {
+            markers::combine(
+                &mut error,
+                syn::Error::new(ty.span(), format!("this event is already {first}")),
+            );
+        }
+    }
+    match error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn handler_impl(item: &ItemImpl, handler: &Handler) -> TokenStream {
+    let p = attr::private();
+    let (impl_generics, _, where_clause) = item.generics.split_for_impl();
+    let self_ty = &item.self_ty;
+    let command = &handler.command;
+    let method = &handler.method;
+    let mut call = if handler.takes_context {
+        quote!(Self::#method(self, command, ctx))
+    } else {
+        quote!(Self::#method(self, command))
+    };
+    if handler.is_async {
+        call = quote!(#call.await);
+    }
+    let unused_ctx = (!handler.takes_context).then(|| quote!(let _ = ctx;));
+    // Only the path is spanned at the return type (so a mismatch is reported there); local
+    // names keep the macro's own span.
+    let convert = quote_spanned! {handler.output_span=>
+        #p::HandlerResult::<<#command as #p::Command>::Output>::into_handler_result
+    };
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #p::HandlesCommand<#command> for #self_ty #where_clause {
+            async fn handle(
+                &mut self,
+                command: #command,
+                ctx: &#p::CommandContext,
+            ) -> #p::Result<<#command as #p::Command>::Output, #p::DomainError> {
+                #unused_ctx
+                let result = #call;
+                #convert(result)
+            }
+        }
+    }
+}
+
+fn applier_impl(item: &ItemImpl, applier: &Applier) -> TokenStream {
+    let p = attr::private();
+    let (impl_generics, _, where_clause) = item.generics.split_for_impl();
+    let self_ty = &item.self_ty;
+    let event = &applier.event;
+    let method = &applier.method;
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #p::AppliesEvent<#event> for #self_ty #where_clause {
+            fn apply(&mut self, event: &#event) {
+                Self::#method(self, event);
+            }
+        }
+    }
+}
+
+fn configure_impl(
+    item: &ItemImpl,
+    handlers: &[Handler],
+    appliers: &[Applier],
+    ignored: &[Type],
+) -> TokenStream {
+    let p = attr::private();
+    let (impl_generics, _, where_clause) = item.generics.split_for_impl();
+    let self_ty = &item.self_ty;
+    let commands = handlers.iter().map(|h| {
+        let command = &h.command;
+        if h.creates {
+            quote!(routes.creating_command::<#command>();)
+        } else {
+            quote!(routes.command::<#command>();)
+        }
+    });
+    let events = appliers.iter().map(|a| {
+        let event = &a.event;
+        quote!(routes.event::<#event>();)
+    });
+    let ignored = ignored
+        .iter()
+        .map(|event| quote!(routes.ignored_event::<#event>();));
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #p::ConfigureAggregate for #self_ty #where_clause {
+            fn configure_aggregate(routes: &mut #p::AggregateRoutes<Self>) {
+                #(#commands)*
+                #(#events)*
+                #(#ignored)*
+            }
+        }
+    }
+}

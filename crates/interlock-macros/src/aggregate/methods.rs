@@ -1,0 +1,203 @@
+//! Reading the signatures of `#[handles_command]` and `#[applies_event]` methods.
+
+use proc_macro2::Span;
+use syn::spanned::Spanned;
+use syn::{FnArg, Ident, ImplItemFn, ReturnType, Signature, Type};
+
+/// A `#[handles_command]` method, as the generated `HandlesCommand` impl calls it.
+pub(crate) struct Handler {
+    pub(crate) method: Ident,
+    pub(crate) command: Type,
+    pub(crate) takes_context: bool,
+    pub(crate) is_async: bool,
+    pub(crate) creates: bool,
+    /// Where the return type is written: output mismatches are reported there.
+    pub(crate) output_span: Span,
+}
+
+/// An `#[applies_event]` method.
+pub(crate) struct Applier {
+    pub(crate) method: Ident,
+    pub(crate) event: Type,
+}
+
+const HANDLER_SHAPE: &str =
+    "handlers take (&mut self, command) or (&mut self, command, &CommandContext)";
+const APPLIER_SHAPE: &str = "appliers take (&mut self, event: &EventType)";
+
+pub(crate) fn handler(method: &ImplItemFn, creates: bool) -> syn::Result<Handler> {
+    let sig = &method.sig;
+    no_generics(
+        sig,
+        "a command handler handles one command type; it cannot be generic",
+    )?;
+    mut_self(
+        sig,
+        "a #[handles_command] method takes `&mut self`: it decides against the current state and emits events onto it",
+    )?;
+    let mut params = sig.inputs.iter().skip(1);
+    let Some(command) = params.next() else {
+        return Err(syn::Error::new(
+            sig.paren_token.span.join(),
+            format!("the handler takes no command: {HANDLER_SHAPE}"),
+        ));
+    };
+    let command = typed(command)?;
+    if is_context(command) {
+        return Err(syn::Error::new(
+            command.span(),
+            format!("the command comes before the context: {HANDLER_SHAPE}"),
+        ));
+    }
+    if let Type::Reference(reference) = command {
+        return Err(syn::Error::new(
+            reference.span(),
+            "take the command by value (`command: MyCommand`): the handler owns the command it handles",
+        ));
+    }
+    let takes_context = match params.next() {
+        None => false,
+        Some(param) => {
+            let ty = typed(param)?;
+            match ty {
+                Type::Reference(r) if r.mutability.is_none() && is_context(&r.elem) => true,
+                _ if is_context(ty) => {
+                    return Err(syn::Error::new(
+                        ty.span(),
+                        "take the context by shared reference: `ctx: &CommandContext`",
+                    ));
+                }
+                _ => return Err(unsupported(param, HANDLER_SHAPE)),
+            }
+        }
+    };
+    if let Some(extra) = params.next() {
+        return Err(unsupported(extra, HANDLER_SHAPE));
+    }
+    let output_span = match &sig.output {
+        ReturnType::Type(_, ty) if matches!(**ty, Type::Path(_)) => ty.span(),
+        ReturnType::Type(_, ty) => return Err(not_result(ty.span())),
+        ReturnType::Default => return Err(not_result(sig.paren_token.span.join())),
+    };
+    Ok(Handler {
+        method: sig.ident.clone(),
+        command: command.clone(),
+        takes_context,
+        is_async: sig.asyncness.is_some(),
+        creates,
+        output_span,
+    })
+}
+
+pub(crate) fn applier(method: &ImplItemFn) -> syn::Result<Applier> {
+    let sig = &method.sig;
+    if let Some(asyncness) = sig.asyncness {
+        return Err(syn::Error::new(
+            asyncness.span,
+            "an #[applies_event] method cannot be async: applying an event is a plain state change",
+        ));
+    }
+    no_generics(
+        sig,
+        "an applier applies one event type; it cannot be generic",
+    )?;
+    mut_self(
+        sig,
+        "an #[applies_event] method takes `&mut self`: it folds the event into the state",
+    )?;
+    let mut params = sig.inputs.iter().skip(1);
+    let Some(event) = params.next() else {
+        return Err(syn::Error::new(
+            sig.paren_token.span.join(),
+            format!("the applier takes no event: {APPLIER_SHAPE}"),
+        ));
+    };
+    let event = match typed(event)? {
+        Type::Reference(r) if r.mutability.is_none() => (*r.elem).clone(),
+        Type::Reference(r) => {
+            return Err(syn::Error::new(
+                r.span(),
+                "take the event by shared reference (`event: &EventType`): an applier must not change the event",
+            ));
+        }
+        ty => {
+            return Err(syn::Error::new(
+                ty.span(),
+                "take the event by reference (`event: &EventType`): the event is stored as well as applied, \
+                 so the applier only borrows it",
+            ));
+        }
+    };
+    if let Some(extra) = params.next() {
+        return Err(unsupported(extra, APPLIER_SHAPE));
+    }
+    match &sig.output {
+        ReturnType::Default => {}
+        ReturnType::Type(_, ty) if matches!(&**ty, Type::Tuple(t) if t.elems.is_empty()) => {}
+        ReturnType::Type(_, ty) => {
+            return Err(syn::Error::new(
+                ty.span(),
+                "an applier returns nothing: an event that already happened cannot be refused \
+                 (validate in the command handler instead)",
+            ));
+        }
+    }
+    Ok(Applier {
+        method: sig.ident.clone(),
+        event,
+    })
+}
+
+fn no_generics(sig: &Signature, message: &str) -> syn::Result<()> {
+    if sig.generics.params.is_empty() && sig.generics.where_clause.is_none() {
+        Ok(())
+    } else {
+        Err(syn::Error::new(sig.generics.span(), message))
+    }
+}
+
+fn mut_self(sig: &Signature, message: &str) -> syn::Result<()> {
+    match sig.inputs.first() {
+        Some(FnArg::Receiver(r))
+            if r.reference.is_some() && r.mutability.is_some() && r.colon_token.is_none() =>
+        {
+            Ok(())
+        }
+        Some(FnArg::Receiver(r)) => Err(syn::Error::new(r.span(), message)),
+        Some(FnArg::Typed(_)) | None => Err(syn::Error::new(sig.ident.span(), message)),
+    }
+}
+
+fn typed(arg: &FnArg) -> syn::Result<&Type> {
+    match arg {
+        FnArg::Typed(pat) => Ok(&pat.ty),
+        FnArg::Receiver(r) => Err(syn::Error::new(r.span(), "unexpected `self` parameter")),
+    }
+}
+
+/// Whether the type is written as a path ending in `CommandContext` (the macro sees tokens, not
+/// resolved types, so the name is what it can go by).
+fn is_context(ty: &Type) -> bool {
+    match ty {
+        Type::Path(p) => p
+            .path
+            .segments
+            .last()
+            .is_some_and(|s| s.ident == "CommandContext"),
+        Type::Paren(p) => is_context(&p.elem),
+        Type::Group(g) => is_context(&g.elem),
+        _ => false,
+    }
+}
+
+fn unsupported(param: &FnArg, shape: &str) -> syn::Error {
+    syn::Error::new(param.span(), format!("unsupported parameter: {shape}"))
+}
+
+fn not_result(span: Span) -> syn::Error {
+    syn::Error::new(
+        span,
+        "a command handler returns `Result<Output, E>`, where `Output` is the command's output type \
+         and `E` converts into `DomainError`",
+    )
+}

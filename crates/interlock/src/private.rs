@@ -1,0 +1,52 @@
+//! What the macros expand into. Not a public API: it changes whenever the macros do.
+//!
+//! Every path in generated code goes through here (never to `interlock_core` or
+//! `interlock_runtime` directly), so an application depends on `interlock` alone, and the crates
+//! behind the facade can be reorganised without breaking expanded code.
+
+pub use interlock_core;
+pub use interlock_runtime;
+pub use serde;
+
+pub use std::convert::{From, Into};
+pub use std::default::Default;
+pub use std::future::Future;
+pub use std::marker::{Send, Sync};
+pub use std::option::Option;
+pub use std::primitive::{str, u32};
+pub use std::result::Result;
+
+pub use interlock_core::{AggregateId, Command, Event, Query};
+pub use interlock_runtime::{
+    Aggregate, AggregateRoutes, AppliesEvent, CommandContext, DomainError, HandlesCommand,
+};
+
+/// The route table written by `#[aggregate]` on an impl block, called by the `Aggregate` impl
+/// that `#[aggregate]` on the type writes. A trait rather than an inherent function so that a
+/// missing impl block is reported in words, and so the two halves may live in different modules.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no `#[aggregate] impl` block",
+    label = "this aggregate declares no command handlers or event appliers",
+    note = "add `#[aggregate] impl {Self} {{ ... }}` with its #[handles_command] and #[applies_event] methods"
+)]
+pub trait ConfigureAggregate: Aggregate {
+    /// Declares every command and event of the impl block.
+    fn configure_aggregate(routes: &mut AggregateRoutes<Self>);
+}
+
+/// Turns what a `#[handles_command]` method returns into what `HandlesCommand::handle` returns.
+#[diagnostic::on_unimplemented(
+    message = "a command handler must return `Result<{T}, E>` with `E: Into<DomainError>`, not `{Self}`",
+    label = "the command's output type is `{T}`",
+    note = "the `Ok` type is the command's `#[command(output = ...)]` (default `()`)"
+)]
+pub trait HandlerResult<T> {
+    /// Converts the handler's error into a [`DomainError`].
+    fn into_handler_result(self) -> Result<T, DomainError>;
+}
+
+impl<T, E: Into<DomainError>> HandlerResult<T> for Result<T, E> {
+    fn into_handler_result(self) -> Result<T, DomainError> {
+        self.map_err(Into::into)
+    }
+}
