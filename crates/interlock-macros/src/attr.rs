@@ -107,7 +107,7 @@ pub(crate) fn default_name(ident: &Ident) -> LitStr {
 /// For generic types, requires `ty: bounds` in the impl's where clause so that the impl exists
 /// exactly where the trait's supertraits hold (instead of failing for every parameter). Non-generic
 /// types get no extra bound: there, a missing supertrait is reported directly.
-pub(crate) fn bound_if_generic(generics: &mut Generics, ty: TokenStream, bounds: TokenStream) {
+pub(crate) fn bound_if_generic(generics: &mut Generics, ty: &TokenStream, bounds: &TokenStream) {
     if generics.type_params().next().is_none() && generics.lifetimes().next().is_none() {
         return;
     }

@@ -8,7 +8,7 @@ use syn::{Data, DeriveInput, Member, Type};
 
 use crate::attr::{self, Once};
 
-pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
+pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
     let mut name = Once::new("name");
     let mut output = Once::new("output");
     attr::for_each_meta(&input.attrs, "command", |meta| {
@@ -24,7 +24,7 @@ pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
             Err(attr::unknown_option(&meta, "command", &["output", "name"]))
         }
     })?;
-    let (id_member, id_ty) = id_field(&input)?;
+    let (id_member, id_ty) = id_field(input)?;
 
     let p = attr::private();
     let ident = &input.ident;
@@ -39,8 +39,8 @@ pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
     let (_, ty_generics, _) = input.generics.split_for_impl();
     attr::bound_if_generic(
         &mut generics,
-        quote!(#ident #ty_generics),
-        quote!(#p::Send + 'static),
+        &quote!(#ident #ty_generics),
+        &quote!(#p::Send + 'static),
     );
     let (impl_generics, _, where_clause) = generics.split_for_impl();
     Ok(quote! {

@@ -6,7 +6,7 @@ use syn::DeriveInput;
 
 use crate::attr::{self, Once};
 
-pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
+pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
     let mut name = Once::new("name");
     let mut version = Once::new("version");
     attr::for_each_meta(&input.attrs, "event", |meta| {
@@ -27,8 +27,8 @@ pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
     let (_, ty_generics, _) = input.generics.split_for_impl();
     attr::bound_if_generic(
         &mut generics,
-        quote!(#ident #ty_generics),
-        quote!(#p::serde::Serialize + #p::serde::de::DeserializeOwned + #p::Send + #p::Sync + 'static),
+        &quote!(#ident #ty_generics),
+        &quote!(#p::serde::Serialize + #p::serde::de::DeserializeOwned + #p::Send + #p::Sync + 'static),
     );
     let (impl_generics, _, where_clause) = generics.split_for_impl();
     Ok(quote! {

@@ -52,7 +52,7 @@ fn into_tokens(result: syn::Result<proc_macro2::TokenStream>) -> TokenStream {
 /// ```
 #[proc_macro_derive(Command, attributes(command))]
 pub fn derive_command(input: TokenStream) -> TokenStream {
-    into_tokens(command::derive(parse_macro_input!(input as DeriveInput)))
+    into_tokens(command::derive(&parse_macro_input!(input as DeriveInput)))
 }
 
 /// Implements `Query` for a type.
@@ -69,7 +69,7 @@ pub fn derive_command(input: TokenStream) -> TokenStream {
 /// ```
 #[proc_macro_derive(Query, attributes(query))]
 pub fn derive_query(input: TokenStream) -> TokenStream {
-    into_tokens(query::derive(parse_macro_input!(input as DeriveInput)))
+    into_tokens(query::derive(&parse_macro_input!(input as DeriveInput)))
 }
 
 /// Implements `Event` for a type.
@@ -88,7 +88,7 @@ pub fn derive_query(input: TokenStream) -> TokenStream {
 /// ```
 #[proc_macro_derive(Event, attributes(event))]
 pub fn derive_event(input: TokenStream) -> TokenStream {
-    into_tokens(event::derive(parse_macro_input!(input as DeriveInput)))
+    into_tokens(event::derive(&parse_macro_input!(input as DeriveInput)))
 }
 
 /// Makes a type an aggregate and its impl block its command handlers and event appliers.
@@ -155,7 +155,7 @@ pub fn aggregate(args: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 #[proc_macro_attribute]
 pub fn handles_command(_args: TokenStream, item: TokenStream) -> TokenStream {
-    markers::outside_aggregate(markers::HANDLES_COMMAND, item.into()).into()
+    markers::outside_aggregate(markers::HANDLES_COMMAND, &item.into()).into()
 }
 
 /// Marks an event applier inside an [`#[aggregate]`](macro@aggregate) impl block.
@@ -174,5 +174,5 @@ pub fn handles_command(_args: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 #[proc_macro_attribute]
 pub fn applies_event(_args: TokenStream, item: TokenStream) -> TokenStream {
-    markers::outside_aggregate(markers::APPLIES_EVENT, item.into()).into()
+    markers::outside_aggregate(markers::APPLIES_EVENT, &item.into()).into()
 }

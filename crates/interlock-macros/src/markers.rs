@@ -93,7 +93,7 @@ pub(crate) fn combine(into: &mut Option<syn::Error>, error: syn::Error) {
 
 /// The expansion of a marker used on its own: an error, and the item unchanged so that it does
 /// not cause further errors.
-pub(crate) fn outside_aggregate(marker: &str, item: TokenStream) -> TokenStream {
+pub(crate) fn outside_aggregate(marker: &str, item: &TokenStream) -> TokenStream {
     let error = syn::Error::new(
         Span::call_site(),
         format!(

@@ -7,7 +7,7 @@ use syn::ext::IdentExt;
 
 use crate::attr::{self, Once};
 
-pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
+pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
     let mut name = Once::new("name");
     let mut output = Once::new("output");
     attr::for_each_meta(&input.attrs, "query", |meta| {
@@ -36,8 +36,8 @@ pub(crate) fn derive(input: DeriveInput) -> syn::Result<TokenStream> {
     let (_, ty_generics, _) = input.generics.split_for_impl();
     attr::bound_if_generic(
         &mut generics,
-        quote!(#ident #ty_generics),
-        quote!(#p::Send + 'static),
+        &quote!(#ident #ty_generics),
+        &quote!(#p::Send + 'static),
     );
     let (impl_generics, _, where_clause) = generics.split_for_impl();
     Ok(quote! {

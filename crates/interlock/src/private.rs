@@ -21,9 +21,11 @@ pub use interlock_runtime::{
     Aggregate, AggregateRoutes, AppliesEvent, CommandContext, DomainError, HandlesCommand,
 };
 
-/// The route table written by `#[aggregate]` on an impl block, called by the `Aggregate` impl
-/// that `#[aggregate]` on the type writes. A trait rather than an inherent function so that a
-/// missing impl block is reported in words, and so the two halves may live in different modules.
+/// The route table of an aggregate, written by `#[aggregate]` on its impl block.
+///
+/// The `Aggregate` impl written by `#[aggregate]` on the type calls it. It is a trait rather than
+/// an inherent function so that a missing impl block is reported in words, and so that the type
+/// and its impl block may live in different modules.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` has no `#[aggregate] impl` block",
     label = "this aggregate declares no command handlers or event appliers",

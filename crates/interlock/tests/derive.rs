@@ -111,7 +111,7 @@ fn aggregate_ids_come_from_uuid_string_and_integer_fields() {
         value: "x",
     };
     assert_eq!(generic.aggregate_id().as_str(), "7");
-    let _ = (generic.value, Tuple("".into(), 1).1);
+    let _ = (generic.value, Tuple(String::new(), 1).1);
 }
 
 #[test]

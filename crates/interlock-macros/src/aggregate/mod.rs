@@ -13,11 +13,11 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
     match syn::parse2::<Item>(item)? {
         Item::Struct(item) => {
             let generics = item.generics.clone();
-            type_def::expand(args, item.ident.clone(), generics, quote::quote!(#item))
+            type_def::expand(args, &item.ident, generics, &quote::quote!(#item))
         }
         Item::Enum(item) => {
             let generics = item.generics.clone();
-            type_def::expand(args, item.ident.clone(), generics, quote::quote!(#item))
+            type_def::expand(args, &item.ident, generics, &quote::quote!(#item))
         }
         Item::Impl(item) => impl_block::expand(args, item),
         other => Err(syn::Error::new(

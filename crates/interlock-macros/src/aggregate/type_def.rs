@@ -9,9 +9,9 @@ use crate::attr::{self, Once};
 
 pub(crate) fn expand(
     args: TokenStream,
-    ident: Ident,
+    ident: &Ident,
     mut generics: Generics,
-    item: TokenStream,
+    item: &TokenStream,
 ) -> syn::Result<TokenStream> {
     let mut name = Once::new("name");
     let mut version = Once::new("schema_version");
@@ -35,7 +35,7 @@ pub(crate) fn expand(
     parser.parse2(args)?;
 
     let p = attr::private();
-    let name = name.get().unwrap_or_else(|| attr::default_name(&ident));
+    let name = name.get().unwrap_or_else(|| attr::default_name(ident));
     let version = version.get().unwrap_or(1);
     let ty_generics = {
         let (_, ty_generics, _) = generics.split_for_impl();
@@ -43,8 +43,8 @@ pub(crate) fn expand(
     };
     attr::bound_if_generic(
         &mut generics,
-        quote!(#ident #ty_generics),
-        quote!(#p::Default + #p::Send + #p::Sync + 'static),
+        &quote!(#ident #ty_generics),
+        &quote!(#p::Default + #p::Send + #p::Sync + 'static),
     );
     let (impl_generics, _, where_clause) = generics.split_for_impl();
     // Spanned at the type's name: without an `#[aggregate] impl` block the error points here.
