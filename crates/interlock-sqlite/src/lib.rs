@@ -96,3 +96,4 @@ pub use config::{SqliteConfig, SqliteEventStoreBuilder, Synchronous};
 pub use error::SqliteError;
 pub use schema::SCHEMA_VERSION;
 pub use store::SqliteEventStore;
+pub use writer::WriterStats;

@@ -19,7 +19,7 @@ use crate::rows::{
     EVENT_COLUMNS, STREAM_COLUMNS, collect, decode_event, decode_stream_info, sql_int,
 };
 use crate::schema::open_writer;
-use crate::writer::Writer;
+use crate::writer::{Writer, WriterStats};
 
 /// The event store on one SQLite file: WAL, one writer thread with group commit, a pool of
 /// reader connections, durable (`synchronous = FULL`) by default. It also implements every side
@@ -96,6 +96,12 @@ impl SqliteEventStore {
     /// The database file as an owned path (for reopening).
     pub fn path_buf(&self) -> PathBuf {
         self.inner.config.path.clone()
+    }
+
+    /// Counters of the writer thread: transactions committed and writes in them (their ratio is
+    /// the average group-commit size).
+    pub fn writer_stats(&self) -> WriterStats {
+        self.inner.writer.stats()
     }
 
     /// Runs `work` on a reader connection (read-only, on a snapshot of the last commit).

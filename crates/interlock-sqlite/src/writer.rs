@@ -17,6 +17,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -115,10 +116,27 @@ where
     }
 }
 
+/// Counters of the writer's work, for monitoring how well group commit batches writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriterStats {
+    /// Transactions committed.
+    pub transactions: u64,
+    /// Writes (appends and side-table updates, failed ones included) in those transactions.
+    pub writes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    transactions: AtomicU64,
+    writes: AtomicU64,
+}
+
 /// Handle to the writer thread. Dropping it lets the thread finish the queued jobs and stop.
 pub(crate) struct Writer {
     sender: Option<mpsc::Sender<Box<dyn WriteJob>>>,
     thread: Option<JoinHandle<()>>,
+    counters: Arc<Counters>,
 }
 
 impl Writer {
@@ -129,9 +147,19 @@ impl Writer {
         notifier: Arc<AppendNotifier>,
     ) -> Result<Self, SqliteError> {
         let (sender, receiver) = mpsc::channel::<Box<dyn WriteJob>>();
+        let counters = Arc::new(Counters::default());
+        let thread_counters = counters.clone();
         let thread = std::thread::Builder::new()
             .name("interlock-sqlite-writer".to_owned())
-            .spawn(move || run_writer(&conn, &receiver, max_group_size, &notifier))
+            .spawn(move || {
+                run_writer(
+                    &conn,
+                    &receiver,
+                    max_group_size,
+                    &notifier,
+                    &thread_counters,
+                );
+            })
             .map_err(|source| SqliteError::Thread {
                 role: "writer",
                 source,
@@ -139,7 +167,16 @@ impl Writer {
         Ok(Self {
             sender: Some(sender),
             thread: Some(thread),
+            counters,
         })
+    }
+
+    /// What the writer has done so far.
+    pub(crate) fn stats(&self) -> WriterStats {
+        WriterStats {
+            transactions: self.counters.transactions.load(Ordering::Relaxed),
+            writes: self.counters.writes.load(Ordering::Relaxed),
+        }
     }
 
     /// Runs `work` in the writer's next transaction and returns its result once committed.
@@ -181,6 +218,7 @@ fn run_writer(
     receiver: &mpsc::Receiver<Box<dyn WriteJob>>,
     max_group_size: usize,
     notifier: &AppendNotifier,
+    counters: &Counters,
 ) {
     while let Ok(first) = receiver.recv() {
         let mut group = vec![first];
@@ -190,7 +228,7 @@ fn run_writer(
                 Err(_) => break,
             }
         }
-        commit_group(conn, group, notifier);
+        commit_group(conn, group, notifier, counters);
     }
 }
 
@@ -199,7 +237,12 @@ fn exec(conn: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
 }
 
 /// Runs a group of jobs in one transaction, each in its own savepoint, then commits and replies.
-fn commit_group(conn: &Connection, group: Vec<Box<dyn WriteJob>>, notifier: &AppendNotifier) {
+fn commit_group(
+    conn: &Connection,
+    group: Vec<Box<dyn WriteJob>>,
+    notifier: &AppendNotifier,
+    counters: &Counters,
+) {
     let mut queue = group.into_iter();
     let mut ran: Vec<Box<dyn WriteJob>> = Vec::new();
     let mut notify = false;
@@ -246,6 +289,10 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn WriteJob>>, notifier: &App
     }
     match exec(conn, "COMMIT") {
         Ok(()) => {
+            counters.transactions.fetch_add(1, Ordering::Relaxed);
+            counters
+                .writes
+                .fetch_add(ran.len() as u64, Ordering::Relaxed);
             // Wake subscribers only now: what they will read is committed.
             if notify {
                 notifier.notify();
