@@ -61,14 +61,14 @@ fn id_field(input: &DeriveInput) -> syn::Result<(Member, &Type)> {
     let data = match &input.data {
         Data::Struct(data) => data,
         Data::Enum(data) => {
-            return Err(syn::Error::new(
-                data.enum_token.span(),
+            return Err(syn::Error::new_spanned(
+                data.enum_token,
                 "#[derive(Command)] supports structs only: a command is one request to one aggregate instance",
             ));
         }
         Data::Union(data) => {
-            return Err(syn::Error::new(
-                data.union_token.span(),
+            return Err(syn::Error::new_spanned(
+                data.union_token,
                 "#[derive(Command)] supports structs only",
             ));
         }
@@ -91,8 +91,8 @@ fn id_field(input: &DeriveInput) -> syn::Result<(Member, &Type)> {
         })?;
         if is_marked {
             if marked.is_some() {
-                return Err(syn::Error::new(
-                    field.span(),
+                return Err(syn::Error::new_spanned(
+                    field,
                     "only one field may be marked #[command(aggregate_id)]",
                 ));
             }
@@ -107,8 +107,8 @@ fn id_field(input: &DeriveInput) -> syn::Result<(Member, &Type)> {
         }
     }
     marked.or(named).ok_or_else(|| {
-        syn::Error::new(
-            input.ident.span(),
+        syn::Error::new_spanned(
+            &input.ident,
             format!(
                 "command `{}` does not say which aggregate instance it targets: add a field `aggregate_id`, \
                  or mark the field that holds the id with #[command(aggregate_id)]",

@@ -6,7 +6,6 @@ use proc_macro2::TokenStream;
 use quote::{ToTokens, quote, quote_spanned};
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
-use syn::spanned::Spanned;
 use syn::{ImplItem, ItemImpl, Token, Type};
 
 use super::methods::{self, Applier, Handler};
@@ -16,8 +15,8 @@ use crate::markers::{self, Marker};
 pub(crate) fn expand(args: TokenStream, mut item: ItemImpl) -> syn::Result<TokenStream> {
     let ignored = parse_args(args)?;
     if let Some((_, path, _)) = &item.trait_ {
-        return Err(syn::Error::new(
-            path.span(),
+        return Err(syn::Error::new_spanned(
+            path,
             "#[aggregate] goes on the aggregate's inherent impl block (`impl MyAggregate { ... }`), not on a trait impl",
         ));
     }
@@ -46,12 +45,9 @@ pub(crate) fn expand(args: TokenStream, mut item: ItemImpl) -> syn::Result<Token
     if let Err(e) = check_unique(&handlers, &appliers, &ignored) {
         markers::combine(&mut error, e);
     }
-    // On error the impl block is still emitted (without the markers), so the only errors the
-    // user sees are ours, not follow-ups about missing methods.
-    if let Some(error) = error {
-        let error = error.to_compile_error();
-        return Ok(quote!(#item #error));
-    }
+    // On error, the impl block (without the markers) and the impls of every method that was
+    // fine are still emitted, so the only errors the user sees are ours, not follow-ups.
+    let error = error.map(syn::Error::into_compile_error);
 
     let handler_impls = handlers.iter().map(|h| handler_impl(&item, h));
     let applier_impls = appliers.iter().map(|a| applier_impl(&item, a));
@@ -61,6 +57,7 @@ pub(crate) fn expand(args: TokenStream, mut item: ItemImpl) -> syn::Result<Token
         #(#handler_impls)*
         #(#applier_impls)*
         #configure
+        #error
     })
 }
 
@@ -95,8 +92,8 @@ fn check_unique(handlers: &[Handler], appliers: &[Applier], ignored: &[Type]) ->
         if let Some(first) = commands.insert(key, &h.method) {
             markers::combine(
                 &mut error,
-                syn::Error::new(
-                    h.command.span(),
+                syn::Error::new_spanned(
+                    &h.command,
                     format!(
                         "this command is already handled by `{first}`: a command has exactly one handler"
                     ),
@@ -110,8 +107,8 @@ fn check_unique(handlers: &[Handler], appliers: &[Applier], ignored: &[Type]) ->
         if let Some(first) = events.insert(key, format!("applied by `{}`", a.method)) {
             markers::combine(
                 &mut error,
-                syn::Error::new(
-                    a.event.span(),
+                syn::Error::new_spanned(
+                    &a.event,
                     format!("this event is already {first}: an event has one applier"),
                 ),
             );
@@ -122,7 +119,7 @@ fn check_unique(handlers: &[Handler], appliers: &[Applier], ignored: &[Type]) ->
         if let Some(first) = events.insert(key, "ignored".to_owned()) {
             markers::combine(
                 &mut error,
-                syn::Error::new(ty.span(), format!("this event is already {first}")),
+                syn::Error::new_spanned(ty, format!("this event is already {first}")),
             );
         }
     }
@@ -147,22 +144,24 @@ fn handler_impl(item: &ItemImpl, handler: &Handler) -> TokenStream {
         call = quote!(#call.await);
     }
     let unused_ctx = (!handler.takes_context).then(|| quote!(let _ = ctx;));
-    // Only the path is spanned at the return type (so a mismatch is reported there); local
-    // names keep the macro's own span.
+    // The conversion and its argument (a block, whose span is its braces) are spanned at the
+    // method's return type, so that a mismatch with the command's output is reported there. The
+    // path is written out because interpolated tokens keep their own spans.
     let convert = quote_spanned! {handler.output_span=>
-        #p::HandlerResult::<<#command as #p::Command>::Output>::into_handler_result
+        ::interlock::__private::HandlerResult::<<#command as #p::Command>::Output>::into_handler_result({ #call })
     };
     quote! {
         #[automatically_derived]
         impl #impl_generics #p::HandlesCommand<#command> for #self_ty #where_clause {
+            // The braces give the conversion's argument the return type's span (see above).
+            #[allow(unused_braces)]
             async fn handle(
                 &mut self,
                 command: #command,
                 ctx: &#p::CommandContext,
             ) -> #p::Result<<#command as #p::Command>::Output, #p::DomainError> {
                 #unused_ctx
-                let result = #call;
-                #convert(result)
+                #convert
             }
         }
     }

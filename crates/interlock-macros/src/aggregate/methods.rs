@@ -1,6 +1,7 @@
 //! Reading the signatures of `#[handles_command]` and `#[applies_event]` methods.
 
 use proc_macro2::Span;
+use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{FnArg, Ident, ImplItemFn, ReturnType, Signature, Type};
 
@@ -44,14 +45,14 @@ pub(crate) fn handler(method: &ImplItemFn, creates: bool) -> syn::Result<Handler
     };
     let command = typed(command)?;
     if is_context(command) {
-        return Err(syn::Error::new(
-            command.span(),
+        return Err(syn::Error::new_spanned(
+            command,
             format!("the command comes before the context: {HANDLER_SHAPE}"),
         ));
     }
     if let Type::Reference(reference) = command {
-        return Err(syn::Error::new(
-            reference.span(),
+        return Err(syn::Error::new_spanned(
+            reference,
             "take the command by value (`command: MyCommand`): the handler owns the command it handles",
         ));
     }
@@ -62,8 +63,8 @@ pub(crate) fn handler(method: &ImplItemFn, creates: bool) -> syn::Result<Handler
             match ty {
                 Type::Reference(r) if r.mutability.is_none() && is_context(&r.elem) => true,
                 _ if is_context(ty) => {
-                    return Err(syn::Error::new(
-                        ty.span(),
+                    return Err(syn::Error::new_spanned(
+                        ty,
                         "take the context by shared reference: `ctx: &CommandContext`",
                     ));
                 }
@@ -76,8 +77,8 @@ pub(crate) fn handler(method: &ImplItemFn, creates: bool) -> syn::Result<Handler
     }
     let output_span = match &sig.output {
         ReturnType::Type(_, ty) if matches!(**ty, Type::Path(_)) => ty.span(),
-        ReturnType::Type(_, ty) => return Err(not_result(ty.span())),
-        ReturnType::Default => return Err(not_result(sig.paren_token.span.join())),
+        ReturnType::Type(_, ty) => return Err(not_result(ty)),
+        ReturnType::Default => return Err(not_result(sig)),
     };
     Ok(Handler {
         method: sig.ident.clone(),
@@ -115,14 +116,14 @@ pub(crate) fn applier(method: &ImplItemFn) -> syn::Result<Applier> {
     let event = match typed(event)? {
         Type::Reference(r) if r.mutability.is_none() => (*r.elem).clone(),
         Type::Reference(r) => {
-            return Err(syn::Error::new(
-                r.span(),
+            return Err(syn::Error::new_spanned(
+                r,
                 "take the event by shared reference (`event: &EventType`): an applier must not change the event",
             ));
         }
         ty => {
-            return Err(syn::Error::new(
-                ty.span(),
+            return Err(syn::Error::new_spanned(
+                ty,
                 "take the event by reference (`event: &EventType`): the event is stored as well as applied, \
                  so the applier only borrows it",
             ));
@@ -135,8 +136,8 @@ pub(crate) fn applier(method: &ImplItemFn) -> syn::Result<Applier> {
         ReturnType::Default => {}
         ReturnType::Type(_, ty) if matches!(&**ty, Type::Tuple(t) if t.elems.is_empty()) => {}
         ReturnType::Type(_, ty) => {
-            return Err(syn::Error::new(
-                ty.span(),
+            return Err(syn::Error::new_spanned(
+                ty,
                 "an applier returns nothing: an event that already happened cannot be refused \
                  (validate in the command handler instead)",
             ));
@@ -152,7 +153,7 @@ fn no_generics(sig: &Signature, message: &str) -> syn::Result<()> {
     if sig.generics.params.is_empty() && sig.generics.where_clause.is_none() {
         Ok(())
     } else {
-        Err(syn::Error::new(sig.generics.span(), message))
+        Err(syn::Error::new_spanned(&sig.generics, message))
     }
 }
 
@@ -163,15 +164,15 @@ fn mut_self(sig: &Signature, message: &str) -> syn::Result<()> {
         {
             Ok(())
         }
-        Some(FnArg::Receiver(r)) => Err(syn::Error::new(r.span(), message)),
-        Some(FnArg::Typed(_)) | None => Err(syn::Error::new(sig.ident.span(), message)),
+        Some(FnArg::Receiver(r)) => Err(syn::Error::new_spanned(r, message)),
+        Some(FnArg::Typed(_)) | None => Err(syn::Error::new_spanned(&sig.ident, message)),
     }
 }
 
 fn typed(arg: &FnArg) -> syn::Result<&Type> {
     match arg {
         FnArg::Typed(pat) => Ok(&pat.ty),
-        FnArg::Receiver(r) => Err(syn::Error::new(r.span(), "unexpected `self` parameter")),
+        FnArg::Receiver(r) => Err(syn::Error::new_spanned(r, "unexpected `self` parameter")),
     }
 }
 
@@ -191,12 +192,12 @@ fn is_context(ty: &Type) -> bool {
 }
 
 fn unsupported(param: &FnArg, shape: &str) -> syn::Error {
-    syn::Error::new(param.span(), format!("unsupported parameter: {shape}"))
+    syn::Error::new_spanned(param, format!("unsupported parameter: {shape}"))
 }
 
-fn not_result(span: Span) -> syn::Error {
-    syn::Error::new(
-        span,
+fn not_result(tokens: impl ToTokens) -> syn::Error {
+    syn::Error::new_spanned(
+        tokens,
         "a command handler returns `Result<Output, E>`, where `Output` is the command's output type \
          and `E` converts into `DomainError`",
     )

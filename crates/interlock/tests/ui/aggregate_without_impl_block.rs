@@ -1,0 +1,9 @@
+use interlock::prelude::*;
+
+#[aggregate]
+#[derive(Default)]
+struct Account {
+    balance: u64,
+}
+
+fn main() {}
