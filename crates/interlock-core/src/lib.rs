@@ -45,7 +45,7 @@ pub use side::{
 };
 pub use store::{
     AppendResult, EventStore, EventSubscription, MAX_BATCH_LEN, MAX_PAYLOAD_LEN, MAX_TYPE_NAME_LEN,
-    StreamInfo, validate_append,
+    SideStores, StreamInfo, validate_append,
 };
 pub use subscription::{AppendNotifier, poll_subscription};
 

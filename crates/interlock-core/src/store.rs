@@ -11,6 +11,9 @@ use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::{StoreError, ValidationError};
 use crate::ids::StreamId;
 use crate::position::{ExpectedVersion, Position};
+use crate::side::{
+    CheckpointStore, DeadLetterStore, IdempotencyStore, SagaStateStore, SnapshotStore,
+};
 
 /// Most events one append may carry; larger batches are refused before any write.
 pub const MAX_BATCH_LEN: usize = 100_000;
@@ -113,6 +116,56 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The position of the last event a reader can see, [`Position::START`] when empty.
     async fn head_position(&self) -> Result<Position, StoreError>;
+
+    /// The side stores this backend keeps next to its events (snapshots, checkpoints, saga
+    /// state, dead letters, idempotency keys), so an application given only the event store
+    /// keeps everything in one place. `None` (the default) makes the application keep them in
+    /// memory.
+    fn side_stores(&self) -> Option<SideStores> {
+        None
+    }
+}
+
+/// Handles to the side stores of one backend.
+#[derive(Clone)]
+pub struct SideStores {
+    /// Snapshots of aggregate state.
+    pub snapshots: Arc<dyn SnapshotStore>,
+    /// Processor checkpoints.
+    pub checkpoints: Arc<dyn CheckpointStore>,
+    /// Saga instance state.
+    pub sagas: Arc<dyn SagaStateStore>,
+    /// Parked events.
+    pub dead_letters: Arc<dyn DeadLetterStore>,
+    /// Idempotency keys and results.
+    pub idempotency: Arc<dyn IdempotencyStore>,
+}
+
+impl SideStores {
+    /// All five side stores served by one backend handle.
+    pub fn from_backend<B>(backend: B) -> Self
+    where
+        B: SnapshotStore
+            + CheckpointStore
+            + SagaStateStore
+            + DeadLetterStore
+            + IdempotencyStore
+            + Clone,
+    {
+        Self {
+            snapshots: Arc::new(backend.clone()),
+            checkpoints: Arc::new(backend.clone()),
+            sagas: Arc::new(backend.clone()),
+            dead_letters: Arc::new(backend.clone()),
+            idempotency: Arc::new(backend),
+        }
+    }
+}
+
+impl std::fmt::Debug for SideStores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SideStores").finish_non_exhaustive()
+    }
 }
 
 #[async_trait]
@@ -158,6 +211,9 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
     }
     async fn head_position(&self) -> Result<Position, StoreError> {
         (**self).head_position().await
+    }
+    fn side_stores(&self) -> Option<SideStores> {
+        (**self).side_stores()
     }
 }
 

@@ -1,15 +1,16 @@
 //! `ApplicationBuilder`: register the parts, then `build()` checks the wiring.
 
 use std::any::TypeId;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use interlock_core::EventStore;
+use interlock_core::{EventStore, SideStores};
 
 use crate::aggregate::{Aggregate, AggregateRegistration, AggregateSettings};
 use crate::engine::{Application, Engine};
 use crate::error::BuildError;
 use crate::memory::InMemoryEventStore;
+use crate::processor::{EventProcessor, ProcessorRegistration, ProcessorSettings};
 
 /// Configures an [`Application`].
 ///
@@ -20,13 +21,14 @@ use crate::memory::InMemoryEventStore;
 ///     .build()
 ///     .map(|_| ())
 ///     .unwrap_err();
-/// assert!(err.to_string().contains("no aggregate"));
+/// assert!(err.to_string().contains("no aggregate or processor"));
 /// ```
 #[derive(Default)]
 #[must_use = "a builder does nothing until build() is called"]
 pub struct ApplicationBuilder {
     store: Option<Arc<dyn EventStore>>,
     aggregates: Vec<AggregateRegistration>,
+    processors: Vec<ProcessorRegistration>,
 }
 
 impl std::fmt::Debug for ApplicationBuilder {
@@ -62,7 +64,38 @@ impl ApplicationBuilder {
         self
     }
 
-    /// Uses this event store (the default is a fresh [`InMemoryEventStore`]).
+    /// Registers a projection: a processor that answers queries, delivered in the background.
+    pub fn register_projection<P: EventProcessor>(self, projection: P) -> Self {
+        self.register_projection_with(projection, ProcessorSettings::default())
+    }
+
+    /// Registers a projection with its own delivery, batching and failure settings.
+    pub fn register_projection_with<P: EventProcessor>(
+        mut self,
+        projection: P,
+        settings: ProcessorSettings,
+    ) -> Self {
+        self.processors
+            .push(ProcessorRegistration::new(projection, settings));
+        self
+    }
+
+    /// Registers an event processor (reacts to events), delivered in the background.
+    pub fn register_event_processor<P: EventProcessor>(self, processor: P) -> Self {
+        self.register_projection_with(processor, ProcessorSettings::default())
+    }
+
+    /// Registers an event processor with its own settings.
+    pub fn register_event_processor_with<P: EventProcessor>(
+        self,
+        processor: P,
+        settings: ProcessorSettings,
+    ) -> Self {
+        self.register_projection_with(processor, settings)
+    }
+
+    /// Uses this event store (the default is a fresh [`InMemoryEventStore`]). Its side stores
+    /// (checkpoints, dead letters, ...) are used too when it has them.
     pub fn with_event_store(mut self, store: impl EventStore) -> Self {
         self.store = Some(Arc::new(store));
         self
@@ -77,8 +110,11 @@ impl ApplicationBuilder {
     /// Checks the wiring and builds the application. Every problem found is reported at once.
     pub fn build(self) -> Result<Application, BuildError> {
         let mut problems = Vec::new();
-        if self.aggregates.is_empty() {
-            problems.push("no aggregate is registered: call register_aggregate::<A>()".to_owned());
+        if self.aggregates.is_empty() && self.processors.is_empty() {
+            problems.push(
+                "no aggregate or processor is registered: call register_aggregate::<A>()"
+                    .to_owned(),
+            );
         }
         let mut by_type: HashMap<TypeId, &'static str> = HashMap::new();
         let mut by_name: HashMap<&'static str, usize> = HashMap::new();
@@ -114,14 +150,38 @@ impl ApplicationBuilder {
                 }
             }
         }
+        let mut processor_names = HashSet::new();
+        let mut queries: HashMap<TypeId, (&'static str, &'static str)> = HashMap::new();
+        for registration in &self.processors {
+            problems.extend(registration.problems.iter().cloned());
+            if !processor_names.insert(registration.name) {
+                problems.push(format!(
+                    "two processors are named {}: each needs its own name for its checkpoint",
+                    registration.name
+                ));
+            }
+            for route in &registration.queries {
+                if let Some((_, other)) = queries.get(&route.type_id) {
+                    problems.push(format!(
+                        "query {} is answered by both {other} and {}: a query has exactly one projection",
+                        route.query_type, route.processor
+                    ));
+                } else {
+                    queries.insert(route.type_id, (route.query_type, route.processor));
+                }
+            }
+        }
         if !problems.is_empty() {
             return Err(BuildError { problems });
         }
         let store = self
             .store
             .unwrap_or_else(|| Arc::new(InMemoryEventStore::new()));
+        let side = store
+            .side_stores()
+            .unwrap_or_else(|| SideStores::from_backend(InMemoryEventStore::new()));
         Ok(Application {
-            engine: Arc::new(Engine::new(store, self.aggregates)),
+            engine: Arc::new(Engine::new(store, side, self.aggregates, self.processors)),
         })
     }
 }

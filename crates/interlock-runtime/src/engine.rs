@@ -2,10 +2,15 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use interlock_core::{AggregateId, Command, EventStore, RecordedEvent, StreamId};
+use interlock_core::side::DeadLetter;
+use interlock_core::{
+    AggregateId, Command, EventStore, Position, Query, RecordedEvent, SideStores, StreamId,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::aggregate::{
     Aggregate, AggregateRegistration, AggregateRuntime, CommandFn, CommandRoute,
@@ -13,6 +18,9 @@ use crate::aggregate::{
 use crate::context::{DispatchOptions, Dispatched};
 use crate::dispatch;
 use crate::error::Error;
+use crate::processor::{
+    Delivery, ProcessorHandle, ProcessorRegistration, QueryFn, QueryRoute, RebuildProgress,
+};
 
 pub(crate) const CREATED: u8 = 0;
 pub(crate) const STARTED: u8 = 1;
@@ -21,30 +29,85 @@ pub(crate) const SHUT_DOWN: u8 = 2;
 /// Everything the application shares between clones and running commands.
 pub(crate) struct Engine {
     pub(crate) store: Arc<dyn EventStore>,
+    pub(crate) side: SideStores,
     pub(crate) commands: HashMap<TypeId, CommandRoute>,
     /// `Arc<AggregateRuntime<A>>` by `TypeId::of::<A>()`.
     pub(crate) aggregates: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    pub(crate) processors: Vec<Arc<dyn ProcessorHandle>>,
+    pub(crate) queries: HashMap<TypeId, QueryRoute>,
     pub(crate) state: AtomicU8,
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Engine {
     pub(crate) fn new(
         store: Arc<dyn EventStore>,
-        registrations: Vec<AggregateRegistration>,
+        side: SideStores,
+        aggregates_registered: Vec<AggregateRegistration>,
+        processors_registered: Vec<ProcessorRegistration>,
     ) -> Self {
         let mut commands = HashMap::new();
         let mut aggregates = HashMap::new();
-        for registration in registrations {
+        for registration in aggregates_registered {
             for route in registration.routes {
                 commands.insert(route.type_id, route);
             }
             aggregates.insert(registration.type_id, registration.runtime);
         }
+        let mut queries = HashMap::new();
+        let mut processors = Vec::new();
+        for mut registration in processors_registered {
+            for route in registration.queries.drain(..) {
+                queries.insert(route.type_id, route);
+            }
+            processors.push(registration.assemble(&store, &side));
+        }
         Self {
             store,
+            side,
             commands,
             aggregates,
+            processors,
+            queries,
             state: AtomicU8::new(CREATED),
+            shutdown: watch::Sender::new(false),
+            tasks: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn processor(&self, name: &str) -> Result<&Arc<dyn ProcessorHandle>, Error> {
+        self.processors
+            .iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| Error::ProcessorNotFound {
+                name: name.to_owned(),
+            })
+    }
+
+    fn inline_processors(&self) -> impl Iterator<Item = &Arc<dyn ProcessorHandle>> {
+        self.processors
+            .iter()
+            .filter(|p| p.delivery() == Delivery::Inline)
+    }
+
+    /// Brings every inline processor up to `target`; failures are reported with `committed`.
+    async fn run_inline(&self, target: Position) -> Result<(), Error> {
+        let mut failures = Vec::new();
+        for processor in self.inline_processors() {
+            match processor.catch_up(Some(target)).await {
+                Ok(parked) => failures.extend(parked),
+                Err(Error::ProcessorStopped(failure)) => failures.push(*failure),
+                Err(other) => return Err(other),
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Processing {
+                failures,
+                committed: Some(target),
+            })
         }
     }
 
@@ -87,8 +150,9 @@ impl Application {
         crate::ApplicationBuilder::new()
     }
 
-    /// Starts the application's background work. Dispatching does not require it; processors
-    /// (when registered) only run between `start` and `shutdown`.
+    /// Starts the application: inline processors catch up with the store, background
+    /// processors start following it. Dispatching works without `start`; background processors
+    /// only run between `start` and `shutdown`. Starting twice is harmless.
     pub async fn start(&self) -> Result<(), Error> {
         match self.engine.state.compare_exchange(
             CREATED,
@@ -96,14 +160,45 @@ impl Application {
             Ordering::AcqRel,
             Ordering::Acquire,
         ) {
-            Ok(_) | Err(STARTED) => Ok(()),
-            Err(_) => Err(Error::ShutDown),
+            Ok(_) => {}
+            Err(STARTED) => return Ok(()),
+            Err(_) => return Err(Error::ShutDown),
         }
+        let mut tasks = Vec::new();
+        for processor in &self.engine.processors {
+            if processor.delivery() == Delivery::Background {
+                let shutdown = self.engine.shutdown.subscribe();
+                tasks.push(tokio::spawn(processor.clone().run(shutdown)));
+            }
+        }
+        self.engine
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(tasks);
+        let head = self.engine.store.head_position().await?;
+        self.engine.run_inline(head).await
     }
 
-    /// Stops the application: later dispatches fail with [`Error::ShutDown`].
+    /// Stops the application: background processors finish the batch in hand and stop; later
+    /// dispatches fail with [`Error::ShutDown`].
     pub async fn shutdown(&self) -> Result<(), Error> {
         self.engine.state.store(SHUT_DOWN, Ordering::Release);
+        self.engine.shutdown.send_replace(true);
+        let tasks = std::mem::take(
+            &mut *self
+                .engine
+                .tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for task in tasks {
+            if let Err(e) = task.await
+                && e.is_panic()
+            {
+                tracing::error!(error = %e, "a processor task panicked");
+            }
+        }
         Ok(())
     }
 
@@ -147,7 +242,122 @@ impl Application {
             command = C::TYPE_NAME,
             aggregate = route.aggregate_type
         );
-        tracing::Instrument::instrument(handler(self.engine.clone(), command, options), span).await
+        let dispatched =
+            tracing::Instrument::instrument(handler(self.engine.clone(), command, options), span)
+                .await?;
+        if let Some(position) = dispatched.position {
+            self.engine.run_inline(position).await?;
+        }
+        Ok(dispatched)
+    }
+
+    /// Asks the projection that answers `Q`.
+    pub async fn query<Q: Query>(&self, query: Q) -> Result<Q::Output, Error> {
+        let route = self
+            .engine
+            .queries
+            .get(&TypeId::of::<Q>())
+            .ok_or(Error::NoQueryHandler {
+                query: Q::TYPE_NAME,
+            })?;
+        let answer = route
+            .answer
+            .downcast_ref::<QueryFn<Q>>()
+            .ok_or(Error::NoQueryHandler {
+                query: Q::TYPE_NAME,
+            })?;
+        answer(query).await.map_err(|e| Error::Query {
+            query: Q::TYPE_NAME,
+            projection: route.processor,
+            message: e.to_string(),
+        })
+    }
+
+    /// Waits until every processor has handled every event up to `position` (read your own
+    /// writes: pass the position from [`dispatch_with`](Self::dispatch_with)). Fails if a
+    /// processor stopped, or if background processors are not running.
+    pub async fn wait_for(&self, position: Position) -> Result<(), Error> {
+        for processor in &self.engine.processors {
+            if processor.delivery() == Delivery::Background
+                && self.engine.state.load(Ordering::Acquire) != STARTED
+            {
+                return Err(Error::Validation(interlock_core::ValidationError::new(
+                    "application",
+                    "start() the application before waiting for its background processors",
+                )));
+            }
+            let mut progress = processor.progress();
+            loop {
+                if *progress.borrow_and_update() >= position {
+                    break;
+                }
+                if let Some(failure) = processor.stopped() {
+                    return Err(Error::ProcessorStopped(Box::new(failure)));
+                }
+                if progress.changed().await.is_err() {
+                    return Err(Error::ShutDown);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Resets a projection and replays every event into it, in batches, calling `on_progress`
+    /// after each batch. The background delivery of that processor pauses meanwhile.
+    pub async fn rebuild(
+        &self,
+        processor: &str,
+        mut on_progress: impl FnMut(RebuildProgress) + Send,
+    ) -> Result<RebuildProgress, Error> {
+        self.engine
+            .processor(processor)?
+            .rebuild(&mut on_progress)
+            .await
+    }
+
+    /// Lists parked events, of one processor or of all, oldest first.
+    pub async fn dead_letters(&self, processor: Option<&str>) -> Result<Vec<DeadLetter>, Error> {
+        let mut letters = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .engine
+                .side
+                .dead_letters
+                .list_dead_letters(processor, after, 500)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            letters.extend(page);
+        }
+        Ok(letters)
+    }
+
+    /// Hands a parked event to its processor again; on success the dead letter is removed, on
+    /// failure it stays parked with more attempts and the error is returned.
+    pub async fn replay_dead_letter(&self, id: u64) -> Result<(), Error> {
+        let letter = self
+            .engine
+            .side
+            .dead_letters
+            .list_dead_letters(None, id.checked_sub(1), 1)
+            .await?
+            .into_iter()
+            .find(|d| d.id == id)
+            .ok_or(Error::DeadLetterNotFound { id })?;
+        self.engine
+            .processor(&letter.processor)?
+            .replay(letter)
+            .await
+    }
+
+    /// Each processor's name and the position it has reached.
+    pub fn processor_positions(&self) -> Vec<(&'static str, Position)> {
+        self.engine
+            .processors
+            .iter()
+            .map(|p| (p.name(), *p.progress().borrow()))
+            .collect()
     }
 
     /// Loads the current state of an aggregate instance by replaying its stream.

@@ -3,7 +3,8 @@
 use std::fmt;
 
 use interlock_core::{
-    AggregateId, ConcurrencyError, DecodeError, StoreError, StreamId, ValidationError,
+    AggregateId, ConcurrencyError, DecodeError, Position, RecordedEvent, StoreError, StreamId,
+    ValidationError,
 };
 
 /// A command was rejected by domain logic ("insufficient funds").
@@ -168,6 +169,65 @@ pub enum Error {
     /// `build()` found problems (convenient for `?` in a `main` returning `Result<_, Error>`).
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// Processors failed on events; with `committed` set, the command's events are stored (an
+    /// inline processor failed after the commit) and the failed events are parked.
+    #[error(
+        "{}{}",
+        match committed {
+            Some(p) => format!("the command's events are committed (up to position {p}), but "),
+            None => String::new(),
+        },
+        failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    Processing {
+        /// One entry per failed (and parked) event.
+        failures: Vec<ProcessingFailure>,
+        /// The position of the dispatch's last stored event, when the failure happened after a
+        /// dispatch committed.
+        committed: Option<Position>,
+    },
+    /// A processor with the `Stop` policy stopped at an event that kept failing.
+    #[error("processor stopped: {0}")]
+    ProcessorStopped(Box<ProcessingFailure>),
+    /// A rebuild could not start.
+    #[error("cannot rebuild {processor}: {message}")]
+    Rebuild {
+        /// The processor.
+        processor: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// No processor with this name is registered.
+    #[error("no processor named {name} is registered")]
+    ProcessorNotFound {
+        /// The name asked for.
+        name: String,
+    },
+    /// No dead letter with this id exists.
+    #[error("dead letter {id} not found")]
+    DeadLetterNotFound {
+        /// The id asked for.
+        id: u64,
+    },
+    /// No projection answers this query type.
+    #[error("no projection answers query {query}: register the projection that does")]
+    NoQueryHandler {
+        /// The query type.
+        query: &'static str,
+    },
+    /// The projection failed to answer.
+    #[error("query {query} failed in projection {projection}: {message}")]
+    Query {
+        /// The query type.
+        query: &'static str,
+        /// The projection.
+        projection: &'static str,
+        /// What it said.
+        message: String,
+    },
+    /// A wait did not finish in time.
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(std::time::Duration, String),
     /// The application was shut down.
     #[error("the application has been shut down")]
     ShutDown,
@@ -214,4 +274,45 @@ impl From<DomainError> for Error {
 pub struct BuildError {
     /// One human-readable line per problem.
     pub problems: Vec<String>,
+}
+
+/// One event a processor failed to handle after all its attempts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "processor {processor} failed on event {stream} version {stream_version} of type {event_type:?} (position {position}) after {attempts} attempt(s): {error}"
+)]
+pub struct ProcessingFailure {
+    /// The processor.
+    pub processor: &'static str,
+    /// The event's stream.
+    pub stream: StreamId,
+    /// The event's version.
+    pub stream_version: u64,
+    /// The event's type name.
+    pub event_type: String,
+    /// The event's global position.
+    pub position: Position,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last error, as text.
+    pub error: String,
+}
+
+impl ProcessingFailure {
+    pub(crate) fn new(
+        processor: &'static str,
+        event: &RecordedEvent,
+        error: &dyn fmt::Display,
+        attempts: u32,
+    ) -> Self {
+        Self {
+            processor,
+            stream: event.stream_id.clone(),
+            stream_version: event.stream_version,
+            event_type: event.event_type.clone(),
+            position: event.position,
+            attempts,
+            error: error.to_string(),
+        }
+    }
 }

@@ -29,6 +29,7 @@ mod engine;
 mod error;
 mod memory;
 mod memory_side;
+pub mod processor;
 
 pub use aggregate::{
     Aggregate, AggregateRoutes, AggregateSettings, AppliesEvent, HandlesCommand, UnknownEventPolicy,
@@ -37,9 +38,13 @@ pub use builder::ApplicationBuilder;
 pub use context::{CommandContext, DispatchOptions, Dispatched};
 pub use emit::Emit;
 pub use engine::Application;
-pub use error::{BuildError, DomainError, Error};
+pub use error::{BuildError, DomainError, Error, ProcessingFailure};
 pub use interlock_core as core;
 pub use memory::InMemoryEventStore;
+pub use processor::{
+    AnswersQuery, EventContext, EventProcessor, HandlerError, HandlesEvent, ProcessorRoutes,
+    ProcessorSettings,
+};
 
 /// What applications use daily.
 pub mod prelude {
@@ -47,6 +52,10 @@ pub mod prelude {
         Aggregate, AggregateRoutes, AggregateSettings, Application, ApplicationBuilder,
         AppliesEvent, CommandContext, DispatchOptions, DomainError, Emit, Error, HandlesCommand,
         InMemoryEventStore,
+    };
+    pub use crate::{
+        AnswersQuery, EventContext, EventProcessor, HandlerError, HandlesEvent, ProcessorRoutes,
+        ProcessorSettings,
     };
     pub use interlock_core::{
         AggregateId, Command, Event, EventStore, ExpectedVersion, NewEvent, Position, Query,

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use interlock_core::{
     AppendNotifier, AppendResult, ConcurrencyError, EventId, EventStore, EventSubscription,
-    ExpectedVersion, NewEvent, Position, RecordedEvent, StoreError, StreamId, StreamInfo,
-    poll_subscription, validate_append,
+    ExpectedVersion, NewEvent, Position, RecordedEvent, SideStores, StoreError, StreamId,
+    StreamInfo, poll_subscription, validate_append,
 };
 
 /// Keeps every event in memory; the default store of an application, and the reference the
@@ -296,5 +296,9 @@ impl EventStore for InMemoryEventStore {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         Ok(Position::from_sequence(state.log.len() as u64))
+    }
+
+    fn side_stores(&self) -> Option<SideStores> {
+        Some(SideStores::from_backend(self.clone()))
     }
 }

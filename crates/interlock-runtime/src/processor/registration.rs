@@ -1,0 +1,53 @@
+//! Turning a registered processor into a running one once the stores are known.
+
+use std::sync::Arc;
+
+use interlock_core::{EventStore, SideStores};
+use tokio::sync::RwLock;
+
+use super::core::{ProcessorCore, ProcessorHandle};
+use super::routes::{ProcessorRoutes, QueryRoute};
+use super::{EventProcessor, ProcessorSettings};
+
+type Assemble =
+    Box<dyn FnOnce(&Arc<dyn EventStore>, &SideStores) -> Arc<dyn ProcessorHandle> + Send>;
+
+/// A processor registered with the builder, waiting for `build()` to give it its stores.
+pub(crate) struct ProcessorRegistration {
+    pub(crate) name: &'static str,
+    pub(crate) queries: Vec<QueryRoute>,
+    pub(crate) problems: Vec<String>,
+    assemble: Assemble,
+}
+
+impl ProcessorRegistration {
+    pub(crate) fn new<P: EventProcessor>(processor: P, settings: ProcessorSettings) -> Self {
+        let shared = Arc::new(RwLock::new(processor));
+        let mut routes = ProcessorRoutes::<P>::collect();
+        let queries = routes.take_queries(&shared);
+        let problems = std::mem::take(&mut routes.problems);
+        Self {
+            name: P::NAME,
+            queries,
+            problems,
+            assemble: Box::new(move |store, side| {
+                Arc::new(ProcessorCore::new(
+                    shared,
+                    routes,
+                    settings,
+                    store.clone(),
+                    side.checkpoints.clone(),
+                    side.dead_letters.clone(),
+                ))
+            }),
+        }
+    }
+
+    pub(crate) fn assemble(
+        self,
+        store: &Arc<dyn EventStore>,
+        side: &SideStores,
+    ) -> Arc<dyn ProcessorHandle> {
+        (self.assemble)(store, side)
+    }
+}
