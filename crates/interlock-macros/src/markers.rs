@@ -104,3 +104,45 @@ pub(crate) fn outside_aggregate(marker: &str, item: &TokenStream) -> TokenStream
     .to_compile_error();
     quote!(#error #item)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syn::parse_quote;
+
+    #[test]
+    fn markers_are_removed_and_read_by_their_last_segment() {
+        let mut attrs: Vec<Attribute> = vec![
+            parse_quote!(#[doc = "kept"]),
+            parse_quote!(#[interlock::handles_command(create)]),
+        ];
+        let found = take(&mut attrs).unwrap();
+        assert!(matches!(
+            found,
+            Some((Marker::HandlesCommand { creates: true }, _))
+        ));
+        assert_eq!(attrs.len(), 1);
+
+        let mut attrs: Vec<Attribute> = vec![parse_quote!(#[applies_event])];
+        assert!(matches!(
+            take(&mut attrs).unwrap(),
+            Some((Marker::AppliesEvent, _))
+        ));
+        assert!(attrs.is_empty());
+    }
+
+    #[test]
+    fn a_method_carries_one_marker_with_known_options() {
+        let mut both: Vec<Attribute> = vec![
+            parse_quote!(#[handles_command]),
+            parse_quote!(#[applies_event]),
+        ];
+        assert!(take(&mut both).is_err());
+        let mut unknown: Vec<Attribute> = vec![parse_quote!(#[handles_command(creates)])];
+        let message = take(&mut unknown)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("expected one of: `create`"), "{message}");
+    }
+}

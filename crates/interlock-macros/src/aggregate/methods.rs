@@ -176,8 +176,8 @@ fn typed(arg: &FnArg) -> syn::Result<&Type> {
     }
 }
 
-/// Whether the type is written as a path ending in `CommandContext` (the macro sees tokens, not
-/// resolved types, so the name is what it can go by).
+/// Whether the type is a path ending in `CommandContext`, or a reference to one. The macro sees
+/// tokens, not resolved types, so the name is what it can go by.
 fn is_context(ty: &Type) -> bool {
     match ty {
         Type::Path(p) => p
@@ -185,6 +185,7 @@ fn is_context(ty: &Type) -> bool {
             .segments
             .last()
             .is_some_and(|s| s.ident == "CommandContext"),
+        Type::Reference(r) => is_context(&r.elem),
         Type::Paren(p) => is_context(&p.elem),
         Type::Group(g) => is_context(&g.elem),
         _ => false,
@@ -201,4 +202,128 @@ fn not_result(tokens: impl ToTokens) -> syn::Error {
         "a command handler returns `Result<Output, E>`, where `Output` is the command's output type \
          and `E` converts into `DomainError`",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+    use syn::parse_quote;
+
+    fn error_of<T>(result: syn::Result<T>) -> String {
+        match result {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_handler_may_take_the_context_by_any_path() {
+        let method: ImplItemFn = parse_quote! {
+            async fn deposit(&mut self, cmd: Deposit, ctx: &interlock::CommandContext) -> Result<u64, E> {}
+        };
+        let handler = handler(&method, true).unwrap();
+        assert_eq!(handler.method, "deposit");
+        let command = &handler.command;
+        assert_eq!(quote!(#command).to_string(), "Deposit");
+        assert!(handler.takes_context && handler.is_async && handler.creates);
+    }
+
+    #[test]
+    fn a_handler_without_context_is_synchronous_when_written_so() {
+        let method: ImplItemFn = parse_quote! {
+            fn open(&mut self, cmd: Open) -> Result<(), DomainError> {}
+        };
+        let handler = handler(&method, false).unwrap();
+        assert!(!handler.takes_context && !handler.is_async && !handler.creates);
+    }
+
+    #[test]
+    fn handler_signatures_that_cannot_work_are_refused() {
+        let cases: [(ImplItemFn, &str); 6] = [
+            (
+                parse_quote!(
+                    fn f(&self, c: C) -> Result<(), E> {}
+                ),
+                "takes `&mut self`",
+            ),
+            (
+                parse_quote!(
+                    fn f(self, c: C) -> Result<(), E> {}
+                ),
+                "takes `&mut self`",
+            ),
+            (
+                parse_quote!(
+                    fn f(&mut self, c: &C) -> Result<(), E> {}
+                ),
+                "by value",
+            ),
+            (
+                parse_quote!(
+                    fn f(&mut self, ctx: &CommandContext, c: C) -> Result<(), E> {}
+                ),
+                "comes before",
+            ),
+            (
+                parse_quote!(
+                    fn f(&mut self, c: C, d: Db) -> Result<(), E> {}
+                ),
+                "unsupported parameter",
+            ),
+            (
+                parse_quote!(
+                    fn f<T>(&mut self, c: T) -> Result<(), E> {}
+                ),
+                "cannot be generic",
+            ),
+        ];
+        for (method, expected) in cases {
+            let message = error_of(handler(&method, false));
+            assert!(message.contains(expected), "{message:?} lacks {expected:?}");
+        }
+        let no_return: ImplItemFn = parse_quote!(
+            fn f(&mut self, c: C) {}
+        );
+        assert!(error_of(handler(&no_return, false)).contains("returns `Result<Output, E>`"));
+    }
+
+    #[test]
+    fn an_applier_borrows_its_event_and_returns_nothing() {
+        let method: ImplItemFn = parse_quote!(
+            fn on(&mut self, e: &Deposited) {}
+        );
+        let event = applier(&method).unwrap().event;
+        assert_eq!(quote!(#event).to_string(), "Deposited");
+        let cases: [(ImplItemFn, &str); 4] = [
+            (
+                parse_quote!(
+                    fn on(&mut self, e: Deposited) {}
+                ),
+                "by reference",
+            ),
+            (
+                parse_quote!(
+                    fn on(&mut self, e: &mut Deposited) {}
+                ),
+                "shared reference",
+            ),
+            (
+                parse_quote!(
+                    async fn on(&mut self, e: &Deposited) {}
+                ),
+                "cannot be async",
+            ),
+            (
+                parse_quote!(
+                    fn on(&mut self, e: &Deposited) -> bool {}
+                ),
+                "returns nothing",
+            ),
+        ];
+        for (method, expected) in cases {
+            let message = error_of(applier(&method));
+            assert!(message.contains(expected), "{message:?} lacks {expected:?}");
+        }
+    }
 }
