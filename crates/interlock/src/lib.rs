@@ -168,7 +168,7 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `sqlite` (default) | the embedded SQLite event store, as [`sqlite`](crate#features) |
+//! | `sqlite` (default) | the embedded SQLite event store, as `interlock::sqlite` |
 //! | `testing` | given-when-then scenarios and the store conformance suite, as `interlock::testing` |
 //! | `postgres`, `mongodb`, `otel` | reserved; not implemented yet |
 //! | `full` | every implemented feature |

@@ -209,6 +209,7 @@ fn configure_impl(
         .map(|event| quote!(routes.ignored_event::<#event>();));
     quote! {
         #[automatically_derived]
+        #[doc(hidden)]
         impl #impl_generics #p::ConfigureAggregate for #self_ty #where_clause {
             fn configure_aggregate(routes: &mut #p::AggregateRoutes<Self>) {
                 #(#commands)*
