@@ -19,7 +19,8 @@ use crate::context::{DispatchOptions, Dispatched};
 use crate::dispatch;
 use crate::error::Error;
 use crate::processor::{
-    Delivery, ProcessorHandle, ProcessorRegistration, QueryFn, QueryRoute, RebuildProgress,
+    Delivery, EventProcessor, ProcessorHandle, ProcessorRegistration, QueryFn, QueryRoute,
+    RebuildProgress,
 };
 
 pub(crate) const CREATED: u8 = 0;
@@ -35,6 +36,8 @@ pub(crate) struct Engine {
     pub(crate) aggregates: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     pub(crate) processors: Vec<Arc<dyn ProcessorHandle>>,
     pub(crate) queries: HashMap<TypeId, QueryRoute>,
+    /// `Arc<RwLock<P>>` by `TypeId::of::<P>()`.
+    instances: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     pub(crate) state: AtomicU8,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -57,7 +60,9 @@ impl Engine {
         }
         let mut queries = HashMap::new();
         let mut processors = Vec::new();
+        let mut instances = HashMap::new();
         for mut registration in processors_registered {
+            instances.insert(registration.instance.0, registration.instance.1.clone());
             for route in registration.queries.drain(..) {
                 queries.insert(route.type_id, route);
             }
@@ -70,6 +75,7 @@ impl Engine {
             aggregates,
             processors,
             queries,
+            instances,
             state: AtomicU8::new(CREATED),
             shutdown: watch::Sender::new(false),
             tasks: Mutex::new(Vec::new()),
@@ -349,6 +355,23 @@ impl Application {
             .processor(&letter.processor)?
             .replay(letter)
             .await
+    }
+
+    /// Reads a registered processor's current state (between batches), for tests and
+    /// diagnostics.
+    pub async fn inspect_processor<P: EventProcessor, R>(
+        &self,
+        read: impl FnOnce(&P) -> R,
+    ) -> Result<R, Error> {
+        let shared = self
+            .engine
+            .instances
+            .get(&TypeId::of::<P>())
+            .and_then(|i| i.downcast_ref::<tokio::sync::RwLock<P>>())
+            .ok_or_else(|| Error::ProcessorNotFound {
+                name: P::NAME.to_owned(),
+            })?;
+        Ok(read(&*shared.read().await))
     }
 
     /// Each processor's name and the position it has reached.

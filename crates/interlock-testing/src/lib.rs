@@ -4,6 +4,8 @@
 //!
 //! * [`AggregateScenario`]: given events, when a command, then expect events, an error, a state
 //!   or an output. Failures print expected vs actual.
+//! * [`ProjectionScenario`] / [`ProcessorScenario`]: given events, then a query's answer, the
+//!   processor's state, or which events failed.
 //! * [`conformance`]: the event store conformance suite, written once over the
 //!   [`EventStore`](interlock_core::EventStore) trait and instantiated for every backend with
 //!   [`event_store_conformance!`].
@@ -13,6 +15,10 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod conformance;
+mod processor_scenario;
 mod scenario;
 
+pub use processor_scenario::{
+    ProcessorOutcome, ProcessorScenario, ProjectionScenario, QueryOutcome,
+};
 pub use scenario::{AggregateScenario, ScenarioOutcome};

@@ -1,5 +1,6 @@
 //! Turning a registered processor into a running one once the stores are known.
 
+use std::any::{Any, TypeId};
 use std::sync::Arc;
 
 use interlock_core::{EventStore, SideStores};
@@ -16,6 +17,8 @@ type Assemble =
 pub(crate) struct ProcessorRegistration {
     pub(crate) name: &'static str,
     pub(crate) queries: Vec<QueryRoute>,
+    /// The shared instance (`Arc<RwLock<P>>`), by `TypeId::of::<P>()`, for inspection.
+    pub(crate) instance: (TypeId, Arc<dyn Any + Send + Sync>),
     pub(crate) problems: Vec<String>,
     assemble: Assemble,
 }
@@ -29,6 +32,7 @@ impl ProcessorRegistration {
         Self {
             name: P::NAME,
             queries,
+            instance: (TypeId::of::<P>(), shared.clone()),
             problems,
             assemble: Box::new(move |store, side| {
                 Arc::new(ProcessorCore::new(
