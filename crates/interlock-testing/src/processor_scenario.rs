@@ -75,7 +75,7 @@ impl<P: EventProcessor> ProjectionScenario<P> {
         match events.into_serialized() {
             Ok(events) => self.given.push((stream, events)),
             Err(e) => {
-                self.setup_error = Some(format!("a given event could not be serialized: {e}"))
+                self.setup_error = Some(format!("a given event could not be serialized: {e}"));
             }
         }
         self
