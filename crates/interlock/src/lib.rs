@@ -16,6 +16,8 @@
 //! * **Runtime** ([`runtime`], from `interlock-runtime`): the [`Aggregate`],
 //!   [`HandlesCommand`] and [`AppliesEvent`] traits, [`Emit`], the [`ApplicationBuilder`] that
 //!   checks the wiring, and the [`Application`] that dispatches commands and loads aggregates.
+//!   On the read side, [`EventProcessor`]s fold events ([`HandlesEvent`]) into read models and
+//!   answer queries ([`AnswersQuery`]), each with its own durable checkpoint.
 //!   The [`InMemoryEventStore`] is the default store and the reference for the others.
 //! * **Macros** (from `interlock-macros`): [`derive@Command`], [`derive@Query`],
 //!   [`derive@Event`], and [`macro@aggregate`] with its [`macro@handles_command`] and
@@ -191,12 +193,23 @@ pub use interlock_core::{
     Query, RecordedEvent, SerializedEvent, StoreError, StreamId, StreamInfo, ValidationError,
     poll_subscription, validate_append,
 };
+// Side stores: snapshots, checkpoints, dead letters, saga state, idempotency keys.
+pub use interlock_core::{
+    CheckpointStore, DeadLetter, DeadLetterStore, IdempotencyClaim, IdempotencyStore,
+    NewDeadLetter, SagaState, SagaStateStore, SideStores, Snapshot, SnapshotStore, validate_json,
+    validate_name,
+};
 
-// Runtime.
+// Runtime: aggregates and the application.
 pub use interlock_runtime::{
     Aggregate, AggregateRoutes, AggregateSettings, Application, ApplicationBuilder, AppliesEvent,
     BuildError, CommandContext, DispatchOptions, Dispatched, DomainError, Emit, Error,
-    HandlesCommand, InMemoryEventStore, UnknownEventPolicy,
+    HandlesCommand, InMemoryEventStore, ProcessingFailure, UnknownEventPolicy,
+};
+// Runtime: the read side.
+pub use interlock_runtime::{
+    AnswersQuery, EventContext, EventProcessor, HandlerError, HandlesEvent, ProcessorRoutes,
+    ProcessorSettings,
 };
 
 // Macros. The derives share their names with the traits they implement (they live in another
@@ -212,6 +225,9 @@ pub mod prelude {
         CommandContext, DispatchOptions, DomainError, Emit, Error, Event, EventStore,
         ExpectedVersion, HandlesCommand, InMemoryEventStore, Position, Query, StreamId, aggregate,
         applies_event, handles_command,
+    };
+    pub use crate::{
+        AnswersQuery, EventContext, EventProcessor, HandlerError, HandlesEvent, ProcessorRoutes,
     };
 }
 
