@@ -1,0 +1,28 @@
+# Contributor shortcuts; each target wraps cargo. `make test` is the README's test command.
+CARGO ?= cargo
+
+.PHONY: install test lint format check demo
+
+## install: fetch every dependency so later targets work offline
+install:
+	$(CARGO) fetch --locked
+
+## test: the whole test suite (unit, integration, conformance, UI and doc tests)
+test:
+	$(CARGO) test --workspace --all-features --locked
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+## format: rewrite sources with rustfmt
+format:
+	$(CARGO) fmt --all
+
+## check: what CI runs
+check: lint test
+
+## demo: the bank example on the embedded store
+demo:
+	$(CARGO) run --example bank

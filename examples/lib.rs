@@ -1,0 +1,1 @@
+//! Holds the examples; see `bank/main.rs`.
