@@ -25,6 +25,11 @@ use crate::ids::AggregateId;
 /// }
 /// assert_eq!(Deposit { account: 7, amount: 1 }.aggregate_id().as_str(), "7");
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a command",
+    label = "not a command",
+    note = "add `#[derive(Command)]` (with an `aggregate_id` field) or implement `Command` by hand"
+)]
 pub trait Command: Send + 'static {
     /// What the handler returns to the caller of `dispatch`.
     type Output: Send + 'static;
@@ -37,6 +42,11 @@ pub trait Command: Send + 'static {
 }
 
 /// A request for data, answered by exactly one projection.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a query",
+    label = "not a query",
+    note = "add `#[derive(Query)]` with `#[query(output = ...)]`, or implement `Query` by hand"
+)]
 pub trait Query: Send + 'static {
     /// What the projection answers.
     type Output: Send + 'static;
@@ -59,6 +69,11 @@ pub trait Query: Send + 'static {
 /// }
 /// assert_eq!(MoneyDeposited::SCHEMA_VERSION, 1);
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event",
+    label = "not an event",
+    note = "add `#[derive(Event, Serialize, Deserialize)]`, or implement `Event` by hand"
+)]
 pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The stable name stored with every event of this type.
     const TYPE_NAME: &'static str;

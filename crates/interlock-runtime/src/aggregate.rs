@@ -62,6 +62,11 @@ use crate::error::{DomainError, Error};
 /// A consistency boundary: state rebuilt from its events, deciding on commands.
 ///
 /// Implemented by `#[aggregate]`, or by hand (see the [module docs](self)).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an aggregate",
+    label = "not an aggregate",
+    note = "add `#[aggregate]` to the type and to its impl block, or implement `Aggregate` by hand (it also needs `Default`)"
+)]
 pub trait Aggregate: Default + Send + Sync + 'static {
     /// The aggregate's type name: the category of its streams. Changing it orphans stored streams.
     const TYPE_NAME: &'static str;
@@ -75,6 +80,10 @@ pub trait Aggregate: Default + Send + Sync + 'static {
 }
 
 /// An aggregate that handles command `C`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not handle command `{C}`",
+    note = "add a `#[handles_command]` method taking `{C}` to the `#[aggregate] impl` block of `{Self}`"
+)]
 pub trait HandlesCommand<C: Command>: Aggregate {
     /// Decides on the command: validates it against the current state and emits events with
     /// [`Emit::emit`]. Returning an error stores nothing and leaves no trace in any cached state.
@@ -86,6 +95,10 @@ pub trait HandlesCommand<C: Command>: Aggregate {
 }
 
 /// An aggregate that folds event `E` into its state.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no applier for event `{E}`",
+    note = "add an `#[applies_event]` method taking `&{E}` to the `#[aggregate] impl` block of `{Self}`"
+)]
 pub trait AppliesEvent<E: Event>: Aggregate {
     /// Applies the event. Appliers cannot fail: the event already happened.
     fn apply(&mut self, event: &E);

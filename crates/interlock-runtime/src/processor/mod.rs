@@ -67,6 +67,11 @@ use interlock_core::{Event, EventId, Metadata, Position, Query, RecordedEvent, S
 use uuid::Uuid;
 
 /// A type that reacts to events: a projection (which also answers queries) or an event processor.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event processor",
+    label = "not a projection or event processor",
+    note = "add `#[projection]` or `#[event_processor]` to its impl block, or implement `EventProcessor` by hand"
+)]
 pub trait EventProcessor: Sized + Send + Sync + 'static {
     /// The processor's stable name: its checkpoint and dead letters are stored under it.
     const NAME: &'static str;
