@@ -23,19 +23,16 @@ pub(crate) fn append(
     events: &[NewEvent],
     now: DateTime<Utc>,
 ) -> Result<AppendResult, StoreError> {
-    let Some(first) = events.first() else {
+    if events.is_empty() {
         return Err(ValidationError::new("events", "an append needs at least one event").into());
-    };
-    // Fast path: a fresh batch's first id is unknown. Only when it is stored can this be a retry.
-    if id_is_stored(conn, first)?
-        && let Some(existing) = existing_append(conn, stream, events)?
-    {
-        return Ok(existing);
     }
     let current = stream_version(conn, stream)?;
     if !expected.is_satisfied_by(current) {
-        // The in-memory store reports an id collision before a version conflict.
-        existing_append(conn, stream, events)?;
+        // A retry carries a stale expected version: recognise it first, as the in-memory store
+        // does (which also reports an id collision before a version conflict).
+        if let Some(existing) = existing_append(conn, stream, events)? {
+            return Ok(existing);
+        }
         return Err(conflict(stream, expected, current));
     }
 
@@ -68,6 +65,13 @@ pub(crate) fn append(
         match inserted {
             Ok(_) => {}
             Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+                // The hot path does not look ids up first: the unique index tells us when an id
+                // is stored. If it is the first one, this may be a retry.
+                if offset == 0
+                    && let Some(existing) = existing_append(conn, stream, events)?
+                {
+                    return Ok(existing);
+                }
                 return Err(unique_violation(conn, stream, expected, event)?);
             }
             Err(e) => return Err(store_error(e)),
@@ -137,12 +141,6 @@ fn metadata_json(event: &NewEvent, offset: usize) -> Result<String, StoreError> 
         .into());
     }
     Ok(json)
-}
-
-fn id_is_stored(conn: &Connection, event: &NewEvent) -> Result<bool, StoreError> {
-    conn.prepare_cached("SELECT 1 FROM events WHERE event_id = ?1")
-        .and_then(|mut s| s.exists([&event.event_id.as_uuid().as_bytes()[..]]))
-        .map_err(store_error)
 }
 
 fn stored_event(conn: &Connection, event: &NewEvent) -> Result<Option<RecordedEvent>, StoreError> {

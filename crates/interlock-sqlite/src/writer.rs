@@ -243,6 +243,13 @@ fn commit_group(
     notifier: &AppendNotifier,
     counters: &Counters,
 ) {
+    if group.len() == 1 {
+        // Alone in its transaction, a job needs no savepoint: a failure rolls everything back.
+        if let Some(job) = group.into_iter().next() {
+            commit_alone(conn, job, notifier, counters);
+        }
+        return;
+    }
     let mut queue = group.into_iter();
     let mut ran: Vec<Box<dyn WriteJob>> = Vec::new();
     let mut notify = false;
@@ -305,6 +312,52 @@ fn commit_group(
                 let _ = exec(conn, "ROLLBACK");
             }
             ran.into_iter().for_each(|job| job.finish(Some(&failure)));
+        }
+    }
+}
+
+fn commit_alone(
+    conn: &Connection,
+    mut job: Box<dyn WriteJob>,
+    notifier: &AppendNotifier,
+    counters: &Counters,
+) {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        job.finish(Some(&Failure::from_sqlite(
+            "cannot begin a transaction",
+            &e,
+        )));
+        return;
+    }
+    if !job.run(conn) {
+        if !conn.is_autocommit() {
+            let _ = exec(conn, "ROLLBACK");
+        }
+        // Its own error is its reply.
+        job.finish(None);
+        return;
+    }
+    if conn.is_autocommit() {
+        job.finish(Some(&Failure {
+            message: "the transaction was rolled back".to_owned(),
+            transient: false,
+        }));
+        return;
+    }
+    match exec(conn, "COMMIT") {
+        Ok(()) => {
+            counters.transactions.fetch_add(1, Ordering::Relaxed);
+            counters.writes.fetch_add(1, Ordering::Relaxed);
+            if job.notifies() {
+                notifier.notify();
+            }
+            job.finish(None);
+        }
+        Err(e) => {
+            if !conn.is_autocommit() {
+                let _ = exec(conn, "ROLLBACK");
+            }
+            job.finish(Some(&Failure::from_sqlite("commit failed", &e)));
         }
     }
 }

@@ -1,4 +1,5 @@
 //! The event store contract (SPEC §5.1) on a real SQLite file.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
 mod common;
 

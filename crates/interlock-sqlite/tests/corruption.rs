@@ -1,4 +1,5 @@
 //! Stored data is never trusted: corrupted rows give typed errors naming stream, version, type.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Group commit: queued appends share one transaction, yet each succeeds or fails on its own.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
 mod common;
 

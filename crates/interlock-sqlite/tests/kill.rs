@@ -2,6 +2,7 @@
 //! acknowledged batch; the parent SIGKILLs it at a random moment, reopens the file and checks
 //! that every acknowledged batch is complete, no batch is partial, stream heads match and
 //! SQLite's integrity check passes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 #![cfg(unix)]
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,6 +1,7 @@
 //! A differential test: the same pseudo-random script of appends (good, conflicting, retried,
 //! colliding) against the in-memory reference store and the SQLite store gives the same answers
 //! and the same stored events.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The side stores on the same SQLite file.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly
 
 mod common;
 
