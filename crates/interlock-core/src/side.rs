@@ -37,7 +37,10 @@ pub fn validate_name(field: &'static str, value: &str) -> Result<(), ValidationE
         ));
     }
     if value.contains('\0') {
-        return Err(ValidationError::new(field, "must not contain a NUL character"));
+        return Err(ValidationError::new(
+            field,
+            "must not contain a NUL character",
+        ));
     }
     Ok(())
 }
@@ -96,8 +99,7 @@ pub trait CheckpointStore: Send + Sync + 'static {
     async fn load_checkpoint(&self, processor: &str) -> Result<Option<Position>, StoreError>;
 
     /// Stores the processor's checkpoint, replacing the previous one.
-    async fn save_checkpoint(&self, processor: &str, position: Position)
-    -> Result<(), StoreError>;
+    async fn save_checkpoint(&self, processor: &str, position: Position) -> Result<(), StoreError>;
 }
 
 /// The stored state of one saga instance.
@@ -264,7 +266,10 @@ mod tests {
     #[test]
     fn names_are_checked_and_named() {
         assert!(validate_name("processor", "billing").is_ok());
-        assert_eq!(validate_name("processor", "").unwrap_err().field(), "processor");
+        assert_eq!(
+            validate_name("processor", "").unwrap_err().field(),
+            "processor"
+        );
         assert!(validate_name("key", "a\0b").is_err());
         assert!(validate_name("key", &"x".repeat(MAX_ID_LEN + 1)).is_err());
     }
