@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use chrono::Utc;
 use interlock_core::{
     AppendNotifier, AppendResult, EventStore, EventSubscription, ExpectedVersion, NewEvent,
-    Position, RecordedEvent, StoreError, StreamId, StreamInfo, poll_subscription, validate_append,
+    Position, RecordedEvent, SideStores, StoreError, StreamId, StreamInfo, poll_subscription,
+    validate_append,
 };
 use rusqlite::{Connection, OptionalExtension};
 
@@ -267,6 +268,12 @@ impl EventStore for SqliteEventStore {
             Ok(rows)
         })
         .await
+    }
+
+    /// Snapshots, checkpoints, saga state, dead letters and idempotency keys live in the same
+    /// file as the events.
+    fn side_stores(&self) -> Option<SideStores> {
+        Some(SideStores::from_backend(self.clone()))
     }
 
     async fn head_position(&self) -> Result<Position, StoreError> {

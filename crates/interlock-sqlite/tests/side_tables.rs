@@ -237,3 +237,18 @@ async fn idempotency_keys_claim_once_and_return_the_original_result() {
         StoreError::Validation(_)
     ));
 }
+
+#[tokio::test]
+async fn the_event_store_hands_out_its_side_stores() {
+    let s = fresh_store();
+    let side = s.side_stores().expect("sqlite keeps its side tables");
+    side.checkpoints
+        .save_checkpoint("p", Position::from_sequence(3))
+        .await
+        .unwrap();
+    // Same file: visible through the store itself.
+    assert_eq!(
+        s.load_checkpoint("p").await.unwrap(),
+        Some(Position::from_sequence(3))
+    );
+}
