@@ -43,13 +43,8 @@ fn version_param(field: &'static str, version: u64) -> Result<i64, StoreError> {
 #[async_trait]
 impl SnapshotStore for SqliteEventStore {
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        validate_json("snapshot payload", &snapshot.payload)?;
+        validate_json("snapshot", &snapshot.payload)?;
         let version = version_param("snapshot version", snapshot.version)?;
-        if snapshot.schema_version == 0 {
-            return Err(
-                ValidationError::new("snapshot schema_version", "versions start at 1").into(),
-            );
-        }
         self.write(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO snapshots (category, stream_id, version, schema_version, payload, taken_at) \
@@ -166,7 +161,7 @@ impl CheckpointStore for SqliteEventStore {
 
 fn saga_stream(saga: &str, key: &str) -> Result<StreamId, StoreError> {
     validate_name("saga", saga)?;
-    validate_name("key", key)?;
+    validate_name("saga key", key)?;
     Ok(StreamId::new(saga, key)?)
 }
 
@@ -311,7 +306,6 @@ fn decode_dead_letter(row: &rusqlite::Row<'_>) -> Result<DeadLetter, StoreError>
 impl DeadLetterStore for SqliteEventStore {
     async fn park(&self, letter: NewDeadLetter) -> Result<u64, StoreError> {
         validate_name("processor", &letter.processor)?;
-        validate_name("event_type", &letter.event_type)?;
         let stream_version = version_param("stream_version", letter.stream_version)?;
         self.write(move |conn| {
             let id: i64 = conn
@@ -353,9 +347,6 @@ impl DeadLetterStore for SqliteEventStore {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, StoreError> {
-        if let Some(processor) = processor {
-            validate_name("processor", processor)?;
-        }
         if limit == 0 {
             return Ok(Vec::new());
         }

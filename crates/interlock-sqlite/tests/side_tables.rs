@@ -39,7 +39,7 @@ async fn snapshots_keep_the_latest() {
     assert_eq!((got.version, got.schema_version), (200, 2));
     assert_eq!(&got.payload[..], br#"{"balance":2}"#);
     let err = s.save_snapshot(snapshot(300, "{oops")).await.unwrap_err();
-    assert!(matches!(err, StoreError::Validation(ref v) if v.field() == "snapshot payload"));
+    assert!(matches!(err, StoreError::Validation(ref v) if v.field() == "snapshot"));
     let s = s.reopen();
     assert_eq!(
         s.load_snapshot(&stream("s"))
