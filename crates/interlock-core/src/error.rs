@@ -71,6 +71,8 @@ pub enum DecodeReason {
     },
     /// A stored envelope field (not the payload) is invalid.
     CorruptEnvelope(String),
+    /// An upcaster failed on the event.
+    Upcast(String),
 }
 
 impl fmt::Display for DecodeReason {
@@ -90,6 +92,7 @@ impl fmt::Display for DecodeReason {
                 "schema version is older than the current one ({known}) and no upcaster converts it"
             ),
             DecodeReason::CorruptEnvelope(msg) => write!(f, "corrupt envelope: {msg}"),
+            DecodeReason::Upcast(msg) => write!(f, "{msg}"),
         }
     }
 }
@@ -145,6 +148,14 @@ pub enum StoreError {
         /// The driver error.
         #[source]
         source: BoxError,
+    },
+    /// The backend does not offer this operation.
+    #[error("the {backend} store does not support {operation}")]
+    Unsupported {
+        /// Which backend.
+        backend: &'static str,
+        /// What was asked.
+        operation: &'static str,
     },
     /// Any other backend failure.
     #[error("{backend} store error")]

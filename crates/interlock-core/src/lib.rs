@@ -30,6 +30,7 @@ pub mod position;
 pub mod side;
 pub mod store;
 pub mod subscription;
+pub mod upcast;
 
 pub use envelope::{Metadata, NewEvent, RecordedEvent};
 pub use error::{
@@ -44,8 +45,8 @@ pub use side::{
     validate_name,
 };
 pub use store::{
-    AppendResult, EventStore, EventSubscription, MAX_BATCH_LEN, MAX_PAYLOAD_LEN, MAX_TYPE_NAME_LEN,
-    SideStores, StreamInfo, validate_append,
+    AppendResult, EventRewrite, EventStore, EventSubscription, MAX_BATCH_LEN, MAX_PAYLOAD_LEN,
+    MAX_TYPE_NAME_LEN, SideStores, StreamInfo, validate_append,
 };
 pub use subscription::{AppendNotifier, poll_subscription};
 

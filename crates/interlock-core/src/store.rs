@@ -124,6 +124,32 @@ pub trait EventStore: Send + Sync + 'static {
     fn side_stores(&self) -> Option<SideStores> {
         None
     }
+
+    /// Replaces the type name, schema version and payload of one stored event, keeping its id,
+    /// stream, version and position: the building block of explicit schema migrations. Never
+    /// called by reads. Backends that cannot do it answer [`StoreError::Unsupported`].
+    async fn rewrite_event(&self, rewrite: EventRewrite) -> Result<(), StoreError> {
+        let _ = rewrite;
+        Err(StoreError::Unsupported {
+            backend: "this",
+            operation: "rewriting stored events",
+        })
+    }
+}
+
+/// A new shape for one stored event, used by migrations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventRewrite {
+    /// The event to change.
+    pub event_id: crate::ids::EventId,
+    /// Its stream (checked: the event must belong to it).
+    pub stream_id: StreamId,
+    /// The new type name.
+    pub event_type: String,
+    /// The new schema version.
+    pub schema_version: u32,
+    /// The new JSON payload.
+    pub payload: bytes::Bytes,
 }
 
 /// Handles to the side stores of one backend.
@@ -214,6 +240,9 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
     }
     fn side_stores(&self) -> Option<SideStores> {
         (**self).side_stores()
+    }
+    async fn rewrite_event(&self, rewrite: EventRewrite) -> Result<(), StoreError> {
+        (**self).rewrite_event(rewrite).await
     }
 }
 

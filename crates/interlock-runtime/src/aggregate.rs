@@ -53,6 +53,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use interlock_core::upcast::Upcasters;
 use interlock_core::{Command, DecodeError, DecodeReason, Event, RecordedEvent};
 
 use crate::context::{CommandContext, DispatchOptions, Dispatched};
@@ -267,18 +268,33 @@ impl<A: Aggregate> Appliers<A> {
         }
     }
 
-    /// Folds stored events into `state`. On error the state may be partly applied: callers
-    /// discard it, so an aggregate is never used half-loaded.
-    pub(crate) fn fold(&self, state: &mut A, events: &[RecordedEvent]) -> Result<(), DecodeError> {
-        for event in events {
-            match self.by_name.get(event.event_type.as_str()) {
-                Some(Some(apply)) => apply(state, event)?,
-                Some(None) => {}
-                None if self.policy == UnknownEventPolicy::Ignore => {}
-                None => return Err(event.decode_error(DecodeReason::UnknownType)),
-            }
+    /// Folds stored events into `state`, upcasting each first. On error the state may be partly
+    /// applied: callers discard it, so an aggregate is never used half-loaded.
+    pub(crate) fn fold(
+        &self,
+        state: &mut A,
+        events: &[RecordedEvent],
+        upcasters: &Upcasters,
+    ) -> Result<(), DecodeError> {
+        for stored in events {
+            let event = upcasters.upcast(stored)?;
+            self.apply_one(state, &event)?;
         }
         Ok(())
+    }
+
+    /// Applies one (already upcast) stored event.
+    pub(crate) fn apply_one(
+        &self,
+        state: &mut A,
+        event: &RecordedEvent,
+    ) -> Result<(), DecodeError> {
+        match self.by_name.get(event.event_type.as_str()) {
+            Some(Some(apply)) => apply(state, event),
+            Some(None) => Ok(()),
+            None if self.policy == UnknownEventPolicy::Ignore => Ok(()),
+            None => Err(event.decode_error(DecodeReason::UnknownType)),
+        }
     }
 
     /// Builds the tables without the command routes (for emit outside an application).
@@ -324,6 +340,8 @@ impl<A: Aggregate> Appliers<A> {
 pub(crate) struct AggregateRuntime<A> {
     pub(crate) appliers: Arc<Appliers<A>>,
     pub(crate) cache: crate::cache::AggregateCache<A>,
+    /// Set by `ApplicationBuilder::with_snapshots`.
+    pub(crate) snapshots: std::sync::OnceLock<crate::snapshot::SnapshotConfig<A>>,
 }
 
 /// Settings for one aggregate type, given to
@@ -381,6 +399,7 @@ impl AggregateRegistration {
         let runtime = Arc::new(AggregateRuntime {
             appliers: Arc::new(appliers),
             cache: crate::cache::AggregateCache::new(settings.cache_capacity),
+            snapshots: std::sync::OnceLock::new(),
         });
         let mut seen = HashMap::new();
         let mut command_routes = Vec::new();

@@ -4,13 +4,18 @@ use std::any::TypeId;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use interlock_core::upcast::{Upcaster, Upcasters};
 use interlock_core::{EventStore, SideStores};
 
-use crate::aggregate::{Aggregate, AggregateRegistration, AggregateSettings};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::aggregate::{Aggregate, AggregateRegistration, AggregateRuntime, AggregateSettings};
 use crate::engine::{Application, Engine};
 use crate::error::BuildError;
 use crate::memory::InMemoryEventStore;
 use crate::processor::{EventProcessor, ProcessorRegistration, ProcessorSettings};
+use crate::snapshot::{SnapshotConfig, SnapshotPolicy};
 
 /// Configures an [`Application`].
 ///
@@ -29,6 +34,8 @@ pub struct ApplicationBuilder {
     store: Option<Arc<dyn EventStore>>,
     aggregates: Vec<AggregateRegistration>,
     processors: Vec<ProcessorRegistration>,
+    upcasters: Upcasters,
+    problems: Vec<String>,
 }
 
 impl std::fmt::Debug for ApplicationBuilder {
@@ -64,6 +71,35 @@ impl ApplicationBuilder {
         self
     }
 
+    /// Snapshots aggregate `A` (registered before) by `policy`: after a command whose events
+    /// make the policy due, the state is stored as JSON with `A::SCHEMA_VERSION`; loads start from
+    /// the latest snapshot of the same schema version and replay only the events after it.
+    pub fn with_snapshots<A>(mut self, policy: SnapshotPolicy) -> Self
+    where
+        A: Aggregate + Serialize + DeserializeOwned,
+    {
+        let runtime = self
+            .aggregates
+            .iter()
+            .find(|r| r.type_id == TypeId::of::<A>())
+            .and_then(|r| r.runtime.downcast_ref::<AggregateRuntime<A>>());
+        match runtime {
+            Some(runtime) => {
+                if runtime.snapshots.set(SnapshotConfig::json(policy)).is_err() {
+                    self.problems.push(format!(
+                        "snapshots of aggregate {} are configured twice",
+                        A::TYPE_NAME
+                    ));
+                }
+            }
+            None => self.problems.push(format!(
+                "snapshots are configured for aggregate {}, which is not registered (register it first)",
+                A::TYPE_NAME
+            )),
+        }
+        self
+    }
+
     /// Registers a projection: a processor that answers queries, delivered in the background.
     pub fn register_projection<P: EventProcessor>(self, projection: P) -> Self {
         self.register_projection_with(projection, ProcessorSettings::default())
@@ -94,6 +130,16 @@ impl ApplicationBuilder {
         self.register_projection_with(processor, settings)
     }
 
+    /// Registers an upcaster: events stored as its `(type name, version)` are converted on every
+    /// read (aggregate loads, processors, rebuilds). Chains form on their own: register 1→2 and
+    /// 2→3 and a version-1 event reads as version 3.
+    pub fn register_upcaster(mut self, upcaster: impl Upcaster) -> Self {
+        if let Err(e) = self.upcasters.register(upcaster) {
+            self.problems.push(e.reason().to_owned());
+        }
+        self
+    }
+
     /// Uses this event store (the default is a fresh [`InMemoryEventStore`]). Its side stores
     /// (checkpoints, dead letters, ...) are used too when it has them.
     pub fn with_event_store(mut self, store: impl EventStore) -> Self {
@@ -109,7 +155,7 @@ impl ApplicationBuilder {
 
     /// Checks the wiring and builds the application. Every problem found is reported at once.
     pub fn build(self) -> Result<Application, BuildError> {
-        let mut problems = Vec::new();
+        let mut problems = self.problems;
         if self.aggregates.is_empty() && self.processors.is_empty() {
             problems.push(
                 "no aggregate or processor is registered: call register_aggregate::<A>()"
@@ -181,7 +227,13 @@ impl ApplicationBuilder {
             .side_stores()
             .unwrap_or_else(|| SideStores::from_backend(InMemoryEventStore::new()));
         Ok(Application {
-            engine: Arc::new(Engine::new(store, side, self.aggregates, self.processors)),
+            engine: Arc::new(Engine::new(
+                store,
+                side,
+                Arc::new(self.upcasters),
+                self.aggregates,
+                self.processors,
+            )),
         })
     }
 }

@@ -11,9 +11,19 @@ use std::sync::{Mutex, PoisonError};
 
 use interlock_core::AggregateId;
 
+use crate::snapshot::SnapshotMark;
+
+/// A state known to match its stream at `version`.
+pub(crate) struct Loaded<A> {
+    pub(crate) state: A,
+    pub(crate) version: u64,
+    /// The last snapshot of this instance, if known.
+    pub(crate) snapshot: Option<SnapshotMark>,
+}
+
 pub(crate) struct AggregateCache<A> {
     capacity: usize,
-    entries: Mutex<HashMap<AggregateId, (A, u64)>>,
+    entries: Mutex<HashMap<AggregateId, Loaded<A>>>,
 }
 
 impl<A> AggregateCache<A> {
@@ -24,8 +34,8 @@ impl<A> AggregateCache<A> {
         }
     }
 
-    /// Removes and returns the cached state and its version.
-    pub(crate) fn take(&self, id: &AggregateId) -> Option<(A, u64)> {
+    /// Removes and returns the cached state.
+    pub(crate) fn take(&self, id: &AggregateId) -> Option<Loaded<A>> {
         if self.capacity == 0 {
             return None;
         }
@@ -35,14 +45,14 @@ impl<A> AggregateCache<A> {
             .remove(id)
     }
 
-    /// Stores a state known to match the stream at `version`; keeps a newer copy if one is there.
-    pub(crate) fn put(&self, id: AggregateId, state: A, version: u64) {
+    /// Stores a loaded state; keeps a newer copy if one is there.
+    pub(crate) fn put(&self, id: AggregateId, loaded: Loaded<A>) {
         if self.capacity == 0 {
             return;
         }
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, cached)) = entries.get(&id) {
-            if *cached >= version {
+        if let Some(cached) = entries.get(&id) {
+            if cached.version >= loaded.version {
                 return;
             }
         } else if entries.len() >= self.capacity {
@@ -51,7 +61,7 @@ impl<A> AggregateCache<A> {
                 entries.remove(&victim);
             }
         }
-        entries.insert(id, (state, version));
+        entries.insert(id, loaded);
     }
 
     #[cfg(test)]
@@ -67,25 +77,34 @@ impl<A> AggregateCache<A> {
 mod tests {
     use super::*;
 
+    fn loaded<T>(state: T, version: u64) -> Loaded<T> {
+        Loaded {
+            state,
+            version,
+            snapshot: None,
+        }
+    }
+
     #[test]
     fn take_removes_and_put_keeps_the_newest() {
         let cache = AggregateCache::new(2);
         let id = AggregateId::from("a");
-        cache.put(id.clone(), "v2", 2);
-        cache.put(id.clone(), "v1", 1);
-        assert_eq!(cache.take(&id), Some(("v2", 2)));
-        assert_eq!(cache.take(&id), None);
+        cache.put(id.clone(), loaded("v2", 2));
+        cache.put(id.clone(), loaded("v1", 1));
+        let taken = cache.take(&id).unwrap();
+        assert_eq!((taken.state, taken.version), ("v2", 2));
+        assert!(cache.take(&id).is_none());
     }
 
     #[test]
     fn capacity_is_a_bound() {
         let cache = AggregateCache::new(2);
         for i in 0..10u32 {
-            cache.put(AggregateId::from(i), i, 1);
+            cache.put(AggregateId::from(i), loaded(i, 1));
         }
         assert_eq!(cache.len(), 2);
         let disabled = AggregateCache::new(0);
-        disabled.put(AggregateId::from("x"), 1, 1);
-        assert_eq!(disabled.take(&AggregateId::from("x")), None);
+        disabled.put(AggregateId::from("x"), loaded(1, 1));
+        assert!(disabled.take(&AggregateId::from("x")).is_none());
     }
 }

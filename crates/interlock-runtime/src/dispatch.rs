@@ -1,39 +1,140 @@
-//! Running one command against one aggregate: load, decide, append.
+//! Running one command against one aggregate: load, decide, append, maybe snapshot.
 
+use chrono::Utc;
+use interlock_core::side::Snapshot;
 use interlock_core::{AggregateId, Command, ExpectedVersion, NewEvent, StreamId};
 
-use crate::aggregate::{Aggregate, AggregateRuntime, Appliers, HandlesCommand};
+use crate::aggregate::{Aggregate, AggregateRuntime, HandlesCommand};
+use crate::cache::Loaded;
 use crate::context::{CommandContext, DispatchOptions, Dispatched};
 use crate::emit::{Emitted, run_in_scope};
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::snapshot::SnapshotMark;
 
-/// Loads the current state of one instance: a cached copy brought up to date with the stream's
-/// tail, or a full replay. Returns the state and its version (0 = no events).
+/// The newest usable snapshot of a stream at or below `max_version`, or a fresh state.
+///
+/// Snapshots are only a shortcut: one that is missing, unreadable, of another aggregate schema
+/// version, or ahead of what the caller asked for is skipped (with a warning where it is
+/// damaged), and the events are replayed instead.
+async fn start_from_snapshot<A: Aggregate>(
+    engine: &Engine,
+    runtime: &AggregateRuntime<A>,
+    stream: &StreamId,
+    max_version: Option<u64>,
+) -> Loaded<A> {
+    let fresh = Loaded {
+        state: A::default(),
+        version: 0,
+        snapshot: None,
+    };
+    let Some(config) = runtime.snapshots.get() else {
+        return fresh;
+    };
+    let snapshot = match engine.side.snapshots.load_snapshot(stream).await {
+        Ok(Some(snapshot)) => snapshot,
+        Ok(None) => return fresh,
+        Err(e) => {
+            tracing::warn!(%stream, error = %e, "cannot read the snapshot; replaying all events");
+            return fresh;
+        }
+    };
+    let mark = SnapshotMark {
+        version: snapshot.version,
+        taken_at: snapshot.taken_at,
+    };
+    if snapshot.schema_version != A::SCHEMA_VERSION {
+        tracing::info!(
+            %stream,
+            stored = snapshot.schema_version,
+            current = A::SCHEMA_VERSION,
+            "ignoring a snapshot of another aggregate schema version"
+        );
+        return Loaded {
+            snapshot: Some(mark),
+            ..fresh
+        };
+    }
+    if max_version.is_some_and(|max| snapshot.version > max) {
+        return fresh;
+    }
+    match (config.decode)(&snapshot.payload) {
+        Ok(state) => Loaded {
+            state,
+            version: snapshot.version,
+            snapshot: Some(mark),
+        },
+        Err(e) => {
+            tracing::warn!(%stream, version = snapshot.version, error = %e, "ignoring a damaged snapshot");
+            fresh
+        }
+    }
+}
+
+/// Loads the current state of one instance: a cached copy, or the latest snapshot, brought up
+/// to date with the stream's tail. Version 0 means the stream has no events.
 pub(crate) async fn load_current<A: Aggregate>(
     engine: &Engine,
     runtime: &AggregateRuntime<A>,
     id: &AggregateId,
     stream: &StreamId,
-) -> Result<(A, u64), Error> {
-    let (mut state, version) = runtime.cache.take(id).unwrap_or_default();
-    let tail = engine.store.read_stream(stream, version + 1, None).await?;
-    let version = tail.last().map_or(version, |e| e.stream_version);
-    runtime.appliers.fold(&mut state, &tail)?;
-    Ok((state, version))
+) -> Result<Loaded<A>, Error> {
+    match runtime.cache.take(id) {
+        Some(cached) => catch_up(engine, runtime, stream, cached, None).await,
+        None => replay(engine, runtime, stream, None).await,
+    }
 }
 
-/// Replays a stream into a fresh state, up to `to` (inclusive) when given.
+/// Replays a stream into a fresh state (from a snapshot when one fits), up to `to` (inclusive)
+/// when given.
 pub(crate) async fn replay<A: Aggregate>(
     engine: &Engine,
-    appliers: &Appliers<A>,
+    runtime: &AggregateRuntime<A>,
     stream: &StreamId,
     to: Option<u64>,
-) -> Result<(A, u64), Error> {
-    let events = engine.store.read_stream(stream, 1, to).await?;
-    let mut state = A::default();
-    appliers.fold(&mut state, &events)?;
-    Ok((state, events.last().map_or(0, |e| e.stream_version)))
+) -> Result<Loaded<A>, Error> {
+    let start = start_from_snapshot(engine, runtime, stream, to).await;
+    let from_snapshot = start.version > 0;
+    let loaded = catch_up(engine, runtime, stream, start, to).await?;
+    if from_snapshot && loaded.version == loaded.snapshot.map_or(0, |s| s.version) {
+        // Nothing followed the snapshot: make sure the stream really reaches it (a restored
+        // backup can be older than its snapshots). The log wins over a snapshot.
+        let actual = engine.store.stream_version(stream).await?;
+        if actual < loaded.version {
+            tracing::warn!(%stream, snapshot = loaded.version, actual, "ignoring a snapshot ahead of its stream");
+            let mut fresh = Loaded {
+                state: A::default(),
+                version: 0,
+                snapshot: loaded.snapshot,
+            };
+            let events = engine.store.read_stream(stream, 1, to).await?;
+            runtime
+                .appliers
+                .fold(&mut fresh.state, &events, &engine.upcasters)?;
+            fresh.version = events.last().map_or(0, |e| e.stream_version);
+            return Ok(fresh);
+        }
+    }
+    Ok(loaded)
+}
+
+/// Applies the events after `loaded.version` (up to `to`) to `loaded`.
+async fn catch_up<A: Aggregate>(
+    engine: &Engine,
+    runtime: &AggregateRuntime<A>,
+    stream: &StreamId,
+    mut loaded: Loaded<A>,
+    to: Option<u64>,
+) -> Result<Loaded<A>, Error> {
+    let events = engine
+        .store
+        .read_stream(stream, loaded.version + 1, to)
+        .await?;
+    runtime
+        .appliers
+        .fold(&mut loaded.state, &events, &engine.upcasters)?;
+    loaded.version = events.last().map_or(loaded.version, |e| e.stream_version);
+    Ok(loaded)
 }
 
 pub(crate) async fn execute<A, C>(
@@ -49,7 +150,8 @@ where
 {
     let id = command.aggregate_id();
     let stream = StreamId::for_aggregate(A::TYPE_NAME, &id)?;
-    let (mut state, version) = load_current(engine, runtime, &id, &stream).await?;
+    let mut loaded = load_current(engine, runtime, &id, &stream).await?;
+    let version = loaded.version;
     if version == 0 && !creates {
         return Err(Error::AggregateNotFound {
             aggregate_type: A::TYPE_NAME,
@@ -59,12 +161,12 @@ where
     }
     let ctx = CommandContext::new(C::TYPE_NAME, options);
     let (result, emitted) =
-        run_in_scope(runtime.appliers.clone(), state.handle(command, &ctx)).await;
-    // From here on, any early return drops `state`: the cache never sees a failed command's copy.
+        run_in_scope(runtime.appliers.clone(), loaded.state.handle(command, &ctx)).await;
+    // From here on, any early return drops `loaded`: the cache never sees a failed command's copy.
     let output = result.map_err(Error::Domain)?;
     let events = to_new_events::<A, C>(&stream, &ctx, emitted)?;
     if events.is_empty() {
-        runtime.cache.put(id, state, version);
+        runtime.cache.put(id, loaded);
         return Ok(Dispatched {
             output,
             version,
@@ -79,13 +181,60 @@ where
         ExpectedVersion::Exact(version)
     };
     let appended = engine.store.append(&stream, expected, events).await?;
-    runtime.cache.put(id, state, appended.last_version);
+    loaded.version = appended.last_version;
+    // Committed: a snapshot now can only be a shortcut to what is stored, never ahead of it.
+    snapshot_if_due(engine, runtime, &stream, version, &mut loaded).await;
+    runtime.cache.put(id, loaded);
     Ok(Dispatched {
         output,
         version: appended.last_version,
         events: count,
         position: Some(appended.last_position),
     })
+}
+
+/// Takes a snapshot after a commit when the policy says so. Failures are logged, not returned:
+/// the command succeeded, and a missing snapshot only costs a longer replay.
+async fn snapshot_if_due<A: Aggregate>(
+    engine: &Engine,
+    runtime: &AggregateRuntime<A>,
+    stream: &StreamId,
+    before: u64,
+    loaded: &mut Loaded<A>,
+) {
+    let Some(config) = runtime.snapshots.get() else {
+        return;
+    };
+    let now = Utc::now();
+    if !config
+        .policy
+        .due(before, loaded.version, loaded.snapshot, now)
+    {
+        return;
+    }
+    let payload = match (config.encode)(&loaded.state) {
+        Ok(payload) => payload,
+        Err(e) => {
+            tracing::warn!(%stream, error = %e, "cannot serialize a snapshot");
+            return;
+        }
+    };
+    let snapshot = Snapshot {
+        stream_id: stream.clone(),
+        version: loaded.version,
+        schema_version: A::SCHEMA_VERSION,
+        payload: payload.into(),
+        taken_at: now,
+    };
+    match engine.side.snapshots.save_snapshot(snapshot).await {
+        Ok(()) => {
+            loaded.snapshot = Some(SnapshotMark {
+                version: loaded.version,
+                taken_at: now,
+            });
+        }
+        Err(e) => tracing::warn!(%stream, error = %e, "cannot save a snapshot"),
+    }
 }
 
 fn to_new_events<A: Aggregate, C: Command>(

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use interlock_core::side::DeadLetter;
+use interlock_core::upcast::Upcasters;
 use interlock_core::{
     AggregateId, Command, EventStore, Position, Query, RecordedEvent, SideStores, StreamId,
 };
@@ -16,11 +17,10 @@ use crate::aggregate::{
     Aggregate, AggregateRegistration, AggregateRuntime, CommandFn, CommandRoute,
 };
 use crate::context::{DispatchOptions, Dispatched};
-use crate::dispatch;
 use crate::error::Error;
 use crate::processor::{
-    Delivery, EventProcessor, ProcessorHandle, ProcessorRegistration, QueryFn, QueryRoute,
-    RebuildProgress,
+    Delivery, EventProcessor, ProcessorEnv, ProcessorHandle, ProcessorRegistration, QueryFn,
+    QueryRoute, RebuildProgress,
 };
 
 pub(crate) const CREATED: u8 = 0;
@@ -31,6 +31,7 @@ pub(crate) const SHUT_DOWN: u8 = 2;
 pub(crate) struct Engine {
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) side: SideStores,
+    pub(crate) upcasters: Arc<Upcasters>,
     pub(crate) commands: HashMap<TypeId, CommandRoute>,
     /// `Arc<AggregateRuntime<A>>` by `TypeId::of::<A>()`.
     pub(crate) aggregates: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
@@ -47,6 +48,7 @@ impl Engine {
     pub(crate) fn new(
         store: Arc<dyn EventStore>,
         side: SideStores,
+        upcasters: Arc<Upcasters>,
         aggregates_registered: Vec<AggregateRegistration>,
         processors_registered: Vec<ProcessorRegistration>,
     ) -> Self {
@@ -66,11 +68,16 @@ impl Engine {
             for route in registration.queries.drain(..) {
                 queries.insert(route.type_id, route);
             }
-            processors.push(registration.assemble(&store, &side));
+            processors.push(registration.assemble(&ProcessorEnv {
+                store: store.clone(),
+                side: side.clone(),
+                upcasters: upcasters.clone(),
+            }));
         }
         Self {
             store,
             side,
+            upcasters,
             commands,
             aggregates,
             processors,
@@ -117,7 +124,7 @@ impl Engine {
         }
     }
 
-    fn runtime<A: Aggregate>(&self) -> Result<&AggregateRuntime<A>, Error> {
+    pub(crate) fn runtime<A: Aggregate>(&self) -> Result<&AggregateRuntime<A>, Error> {
         self.aggregates
             .get(&TypeId::of::<A>())
             .and_then(|r| r.downcast_ref::<AggregateRuntime<A>>())
@@ -381,33 +388,6 @@ impl Application {
             .iter()
             .map(|p| (p.name(), *p.progress().borrow()))
             .collect()
-    }
-
-    /// Loads the current state of an aggregate instance by replaying its stream.
-    ///
-    /// Fails with [`Error::AggregateNotFound`] when the instance has no events.
-    pub async fn load<A: Aggregate>(&self, id: impl Into<AggregateId>) -> Result<A, Error> {
-        Ok(self.load_versioned::<A>(id).await?.0)
-    }
-
-    /// Loads the current state of an aggregate instance and its version.
-    pub async fn load_versioned<A: Aggregate>(
-        &self,
-        id: impl Into<AggregateId>,
-    ) -> Result<(A, u64), Error> {
-        let id = id.into();
-        let runtime = self.engine.runtime::<A>()?;
-        let stream = StreamId::for_aggregate(A::TYPE_NAME, &id)?;
-        let (state, version) =
-            dispatch::replay(&self.engine, &runtime.appliers, &stream, None).await?;
-        if version == 0 {
-            return Err(Error::AggregateNotFound {
-                aggregate_type: A::TYPE_NAME,
-                id,
-                command: None,
-            });
-        }
-        Ok((state, version))
     }
 
     /// The stored events of one aggregate instance, in order.

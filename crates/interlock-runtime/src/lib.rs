@@ -30,6 +30,8 @@ mod error;
 mod memory;
 mod memory_side;
 pub mod processor;
+mod snapshot;
+mod temporal;
 
 pub use aggregate::{
     Aggregate, AggregateRoutes, AggregateSettings, AppliesEvent, HandlesCommand, UnknownEventPolicy,
@@ -45,6 +47,8 @@ pub use processor::{
     AnswersQuery, EventContext, EventProcessor, HandlerError, HandlesEvent, ProcessorRoutes,
     ProcessorSettings,
 };
+pub use snapshot::SnapshotPolicy;
+pub use temporal::HistoryEntry;
 
 /// What applications use daily.
 pub mod prelude {

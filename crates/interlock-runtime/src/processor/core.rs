@@ -12,9 +12,11 @@ use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use interlock_core::side::{CheckpointStore, DeadLetter, DeadLetterStore, NewDeadLetter};
+use interlock_core::upcast::Upcasters;
 use interlock_core::{EventStore, Position, RecordedEvent, StoreError};
 use tokio::sync::{Mutex, RwLock, watch};
 
+use super::registration::ProcessorEnv;
 use super::routes::{InvokeFn, ProcessorRoutes};
 use super::settings::{Delivery, FailurePolicy, ProcessorSettings, RebuildProgress};
 use super::{EventProcessor, HandlerError};
@@ -55,6 +57,7 @@ pub(crate) struct ProcessorCore<P: EventProcessor> {
     store: Arc<dyn EventStore>,
     checkpoints: Arc<dyn CheckpointStore>,
     dead_letters: Arc<dyn DeadLetterStore>,
+    upcasters: Arc<Upcasters>,
     cursor: Mutex<Cursor>,
     progress: watch::Sender<Position>,
     stopped: StdMutex<Option<ProcessingFailure>>,
@@ -86,17 +89,16 @@ impl<P: EventProcessor> ProcessorCore<P> {
         processor: Arc<RwLock<P>>,
         routes: ProcessorRoutes<P>,
         settings: ProcessorSettings,
-        store: Arc<dyn EventStore>,
-        checkpoints: Arc<dyn CheckpointStore>,
-        dead_letters: Arc<dyn DeadLetterStore>,
+        env: &ProcessorEnv,
     ) -> Self {
         Self {
             processor,
             events: routes.events,
             settings,
-            store,
-            checkpoints,
-            dead_letters,
+            store: env.store.clone(),
+            checkpoints: env.side.checkpoints.clone(),
+            dead_letters: env.side.dead_letters.clone(),
+            upcasters: env.upcasters.clone(),
             cursor: Mutex::new(Cursor {
                 position: Position::START,
                 loaded: false,
@@ -164,11 +166,18 @@ impl<P: EventProcessor> ProcessorCore<P> {
             if event.position <= cursor.position {
                 continue;
             }
-            if let Some(&invoke) = self.events.get(event.event_type.as_str())
-                && let Err((error, attempts)) = self
-                    .handle_with_retries(&mut processor, invoke, event)
-                    .await
-            {
+            let outcome = match self.upcasters.upcast(event) {
+                Ok(upcast) => match self.events.get(upcast.event_type.as_str()) {
+                    Some(&invoke) => self
+                        .handle_with_retries(&mut processor, invoke, &upcast)
+                        .await
+                        .err(),
+                    None => None,
+                },
+                // An event that cannot be upcast cannot be handled: park it like a failure.
+                Err(e) => Some((HandlerError::from(e), 1)),
+            };
+            if let Some((error, attempts)) = outcome {
                 let failure = ProcessingFailure::new(P::NAME, event, &error, attempts);
                 match self.settings.on_failure {
                     FailurePolicy::Park => {
@@ -386,6 +395,7 @@ impl<P: EventProcessor> ProcessorHandle for ProcessorCore<P> {
                 .into_iter()
                 .find(|e| e.event_id == letter.event_id)
                 .ok_or_else(|| Error::DeadLetterNotFound { id: letter.id })?;
+            let event = self.upcasters.upcast(&event)?.into_owned();
             let Some(&invoke) = self.events.get(event.event_type.as_str()) else {
                 self.dead_letters.delete_dead_letter(letter.id).await?;
                 return Ok(());

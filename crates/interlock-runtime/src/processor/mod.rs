@@ -54,7 +54,7 @@ mod routes;
 mod settings;
 
 pub(crate) use self::core::ProcessorHandle;
-pub(crate) use registration::ProcessorRegistration;
+pub(crate) use registration::{ProcessorEnv, ProcessorRegistration};
 pub use routes::ProcessorRoutes;
 pub(crate) use routes::{QueryFn, QueryRoute};
 pub use settings::{Delivery, FailurePolicy, ProcessorSettings, RebuildProgress, RetryPolicy};

@@ -3,6 +3,7 @@
 use std::any::{Any, TypeId};
 use std::sync::Arc;
 
+use interlock_core::upcast::Upcasters;
 use interlock_core::{EventStore, SideStores};
 use tokio::sync::RwLock;
 
@@ -10,8 +11,14 @@ use super::core::{ProcessorCore, ProcessorHandle};
 use super::routes::{ProcessorRoutes, QueryRoute};
 use super::{EventProcessor, ProcessorSettings};
 
-type Assemble =
-    Box<dyn FnOnce(&Arc<dyn EventStore>, &SideStores) -> Arc<dyn ProcessorHandle> + Send>;
+type Assemble = Box<dyn FnOnce(&ProcessorEnv) -> Arc<dyn ProcessorHandle> + Send>;
+
+/// What every processor of an application shares: the stores and the upcasters.
+pub(crate) struct ProcessorEnv {
+    pub(crate) store: Arc<dyn EventStore>,
+    pub(crate) side: SideStores,
+    pub(crate) upcasters: Arc<Upcasters>,
+}
 
 /// A processor registered with the builder, waiting for `build()` to give it its stores.
 pub(crate) struct ProcessorRegistration {
@@ -34,24 +41,13 @@ impl ProcessorRegistration {
             queries,
             instance: (TypeId::of::<P>(), shared.clone()),
             problems,
-            assemble: Box::new(move |store, side| {
-                Arc::new(ProcessorCore::new(
-                    shared,
-                    routes,
-                    settings,
-                    store.clone(),
-                    side.checkpoints.clone(),
-                    side.dead_letters.clone(),
-                ))
+            assemble: Box::new(move |env| {
+                Arc::new(ProcessorCore::new(shared, routes, settings, env))
             }),
         }
     }
 
-    pub(crate) fn assemble(
-        self,
-        store: &Arc<dyn EventStore>,
-        side: &SideStores,
-    ) -> Arc<dyn ProcessorHandle> {
-        (self.assemble)(store, side)
+    pub(crate) fn assemble(self, env: &ProcessorEnv) -> Arc<dyn ProcessorHandle> {
+        (self.assemble)(env)
     }
 }
