@@ -11,6 +11,8 @@
 //! | [`#[derive(Event)]`](derive@Event) | `impl Event`: type name, schema version |
 //! | [`#[aggregate]`](macro@aggregate) on a struct | `impl Aggregate` |
 //! | [`#[aggregate]`](macro@aggregate) on its impl block | `impl HandlesCommand<C>` and `impl AppliesEvent<E>` per marked method, and the route table |
+//! | [`#[projection]`](macro@projection) on an impl block | `impl HandlesEvent<E>` and `impl AnswersQuery<Q>` per marked method, and `impl EventProcessor` |
+//! | [`#[event_processor]`](macro@event_processor) on an impl block | the same, without queries |
 //!
 //! The examples below are not compiled here (a proc-macro crate cannot use the crate it serves);
 //! the same examples run as tests in the `interlock` crate's documentation.
@@ -20,7 +22,9 @@ mod attr;
 mod command;
 mod event;
 mod markers;
+mod processor;
 mod query;
+mod signature;
 
 use proc_macro::TokenStream;
 use syn::{DeriveInput, parse_macro_input};
@@ -175,4 +179,109 @@ pub fn handles_command(_args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn applies_event(_args: TokenStream, item: TokenStream) -> TokenStream {
     markers::outside_aggregate(markers::APPLIES_EVENT, &item.into()).into()
+}
+
+/// Makes an impl block a projection: a read model that folds events and answers queries.
+///
+/// Goes on the inherent impl block of the projection's type (which must be `Send + Sync +
+/// 'static`), and implements `EventProcessor` for it, with:
+///
+/// * `name = "balances"`: the processor's stable name, under which its checkpoint and dead
+///   letters are stored (default: the type's name as written). Keep it when renaming the type.
+/// * `resettable`: a rebuild resets the projection to `Self::default()` before replaying every
+///   event. Without it (and without a `#[reset]` method) a rebuild is refused.
+///
+/// Inside the block it reads the methods marked:
+///
+/// * [`#[handles_event]`](macro@handles_event): `(async) fn name(&mut self, event: E)`, optionally
+///   with a third parameter `ctx: &EventContext<'_>` (the stored envelope: stream, position,
+///   metadata, idempotency key). It returns nothing or `Result<(), Err>` with
+///   `Err: Into<HandlerError>`, and becomes `impl HandlesEvent<E>`. At least one is required.
+/// * [`#[handles_query]`](macro@handles_query): `(async) fn name(&self, query: Q) ->
+///   Result<Q::Output, Err>`. It becomes `impl AnswersQuery<Q>`. Queries read the projection
+///   through `&self`; they never change it.
+/// * [`#[reset]`](macro@reset): `(async) fn name(&mut self)`, returning nothing or
+///   `Result<(), Err>`: clears the read model before a rebuild (instead of `resettable`).
+///
+/// The markers are removed and the impl block is kept as written. The markers are recognised by
+/// name, so they need not be imported (`#[interlock::handles_event]` works too).
+///
+/// ```ignore
+/// use interlock::prelude::*;
+///
+/// #[derive(Default)]
+/// struct Balances { by_account: HashMap<String, u64> }
+///
+/// #[projection(name = "balances", resettable)]
+/// impl Balances {
+///     #[handles_event]
+///     fn on_deposited(&mut self, e: MoneyDeposited, ctx: &EventContext<'_>) {
+///         *self.by_account.entry(ctx.stream_id().id().to_owned()).or_default() += e.amount;
+///     }
+///
+///     #[handles_query]
+///     fn balance(&self, q: BalanceOf) -> Result<u64, HandlerError> {
+///         Ok(self.by_account.get(&q.account).copied().unwrap_or(0))
+///     }
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn projection(args: TokenStream, item: TokenStream) -> TokenStream {
+    into_tokens(processor::expand(
+        processor::Kind::Projection,
+        args.into(),
+        item.into(),
+    ))
+}
+
+/// Makes an impl block an event processor: something that reacts to events (sends mail, calls
+/// another service, writes elsewhere) and answers no queries.
+///
+/// The same as [`#[projection]`](macro@projection), options and markers included, except that
+/// `#[handles_query]` is a compile error. Its effects usually cannot be undone, so unless it is
+/// `resettable` or has a `#[reset]` method, a rebuild is refused.
+///
+/// ```ignore
+/// #[event_processor(name = "welcome-mail")]
+/// impl WelcomeMail {
+///     #[handles_event]
+///     async fn on_opened(&mut self, e: AccountOpened, ctx: &EventContext<'_>) -> Result<(), MailError> {
+///         self.mailer.send(&e.owner, ctx.idempotency_key()).await
+///     }
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn event_processor(args: TokenStream, item: TokenStream) -> TokenStream {
+    into_tokens(processor::expand(
+        processor::Kind::EventProcessor,
+        args.into(),
+        item.into(),
+    ))
+}
+
+/// Marks an event handler inside a [`#[projection]`](macro@projection) or
+/// [`#[event_processor]`](macro@event_processor) impl block; see there for the signatures it
+/// accepts. Used anywhere else it is a compile error.
+#[proc_macro_attribute]
+pub fn handles_event(_args: TokenStream, item: TokenStream) -> TokenStream {
+    processor::markers::outside_processor(processor::markers::HANDLES_EVENT, &item.into()).into()
+}
+
+/// Marks a query handler inside a [`#[projection]`](macro@projection) impl block:
+/// `(async) fn name(&self, query: Q) -> Result<Q::Output, Err>`. Used anywhere else it is a
+/// compile error.
+#[proc_macro_attribute]
+pub fn handles_query(_args: TokenStream, item: TokenStream) -> TokenStream {
+    processor::markers::outside_processor(processor::markers::HANDLES_QUERY, &item.into()).into()
+}
+
+/// Marks the method that clears a [`#[projection]`](macro@projection) (or
+/// [`#[event_processor]`](macro@event_processor)) before a rebuild: `(async) fn name(&mut self)`,
+/// returning nothing or `Result<(), Err>`. Used anywhere else it is a compile error.
+///
+/// Its name is generic, so the `interlock` crate exports it at its root only, not in the
+/// prelude; inside the impl block it is recognised by name and needs no import.
+#[proc_macro_attribute]
+pub fn reset(_args: TokenStream, item: TokenStream) -> TokenStream {
+    processor::markers::outside_processor(processor::markers::RESET, &item.into()).into()
 }

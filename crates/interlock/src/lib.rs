@@ -207,6 +207,7 @@ pub use interlock_runtime::{
     HandlesCommand, InMemoryEventStore, ProcessingFailure, UnknownEventPolicy,
 };
 // Runtime: the read side.
+pub use interlock_runtime::processor::{Delivery, FailurePolicy, RebuildProgress, RetryPolicy};
 pub use interlock_runtime::{
     AnswersQuery, EventContext, EventProcessor, HandlerError, HandlesEvent, ProcessorRoutes,
     ProcessorSettings,
@@ -215,6 +216,9 @@ pub use interlock_runtime::{
 // Macros. The derives share their names with the traits they implement (they live in another
 // namespace), so `use interlock::Command` brings in both.
 pub use interlock_macros::{Command, Event, Query, aggregate, applies_event, handles_command};
+// Read-side macros. `reset` is exported here only, not in the prelude: the name is too generic to
+// glob-import, and inside a `#[projection]` block the marker is recognised without an import.
+pub use interlock_macros::{event_processor, handles_event, handles_query, projection, reset};
 
 /// What applications use daily: `use interlock::prelude::*;`.
 ///
@@ -228,6 +232,7 @@ pub mod prelude {
     };
     pub use crate::{
         AnswersQuery, EventContext, EventProcessor, HandlerError, HandlesEvent, ProcessorRoutes,
+        ProcessorSettings, event_processor, handles_event, handles_query, projection,
     };
 }
 

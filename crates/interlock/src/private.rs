@@ -20,6 +20,9 @@ pub use interlock_core::{AggregateId, Command, Event, Query};
 pub use interlock_runtime::{
     Aggregate, AggregateRoutes, AppliesEvent, CommandContext, DomainError, HandlesCommand,
 };
+pub use interlock_runtime::{
+    AnswersQuery, EventContext, EventProcessor, HandlerError, HandlesEvent, ProcessorRoutes,
+};
 
 /// The route table of an aggregate, written by `#[aggregate]` on its impl block.
 ///
@@ -49,6 +52,47 @@ pub trait HandlerResult<T> {
 
 impl<T, E: Into<DomainError>> HandlerResult<T> for Result<T, E> {
     fn into_handler_result(self) -> Result<T, DomainError> {
+        self.map_err(Into::into)
+    }
+}
+
+/// Turns what a `#[handles_event]` or `#[reset]` method returns (nothing, or `Result<(), E>`)
+/// into what `HandlesEvent::handle` and `EventProcessor::reset` return.
+#[diagnostic::on_unimplemented(
+    message = "an event handler or reset must return nothing or `Result<(), E>` with `E: Into<HandlerError>`, not `{Self}`",
+    label = "expected `()` or `Result<(), E>`",
+    note = "an error makes the application retry the event, then park it as a dead letter"
+)]
+pub trait ProcessorResult {
+    /// Converts the method's error into a [`HandlerError`].
+    fn into_processor_result(self) -> Result<(), HandlerError>;
+}
+
+impl ProcessorResult for () {
+    fn into_processor_result(self) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+impl<E: Into<HandlerError>> ProcessorResult for Result<(), E> {
+    fn into_processor_result(self) -> Result<(), HandlerError> {
+        self.map_err(Into::into)
+    }
+}
+
+/// Turns what a `#[handles_query]` method returns into what `AnswersQuery::answer` returns.
+#[diagnostic::on_unimplemented(
+    message = "a query handler must return `Result<{T}, E>` with `E: Into<HandlerError>`, not `{Self}`",
+    label = "the query's output type is `{T}`",
+    note = "the `Ok` type is the query's `#[query(output = ...)]`"
+)]
+pub trait QueryResult<T> {
+    /// Converts the handler's error into a [`HandlerError`].
+    fn into_query_result(self) -> Result<T, HandlerError>;
+}
+
+impl<T, E: Into<HandlerError>> QueryResult<T> for Result<T, E> {
+    fn into_query_result(self) -> Result<T, HandlerError> {
         self.map_err(Into::into)
     }
 }

@@ -3,7 +3,9 @@
 use proc_macro2::Span;
 use quote::ToTokens;
 use syn::spanned::Spanned;
-use syn::{FnArg, Ident, ImplItemFn, ReturnType, Signature, Type};
+use syn::{Ident, ImplItemFn, ReturnType, Type};
+
+use crate::signature::{self, mut_self, no_generics, typed, unsupported};
 
 /// A `#[handles_command]` method, as the generated `HandlesCommand` impl calls it.
 pub(crate) struct Handler {
@@ -149,51 +151,9 @@ pub(crate) fn applier(method: &ImplItemFn) -> syn::Result<Applier> {
     })
 }
 
-fn no_generics(sig: &Signature, message: &str) -> syn::Result<()> {
-    if sig.generics.params.is_empty() && sig.generics.where_clause.is_none() {
-        Ok(())
-    } else {
-        Err(syn::Error::new_spanned(&sig.generics, message))
-    }
-}
-
-fn mut_self(sig: &Signature, message: &str) -> syn::Result<()> {
-    match sig.inputs.first() {
-        Some(FnArg::Receiver(r))
-            if r.reference.is_some() && r.mutability.is_some() && r.colon_token.is_none() =>
-        {
-            Ok(())
-        }
-        Some(FnArg::Receiver(r)) => Err(syn::Error::new_spanned(r, message)),
-        Some(FnArg::Typed(_)) | None => Err(syn::Error::new_spanned(&sig.ident, message)),
-    }
-}
-
-fn typed(arg: &FnArg) -> syn::Result<&Type> {
-    match arg {
-        FnArg::Typed(pat) => Ok(&pat.ty),
-        FnArg::Receiver(r) => Err(syn::Error::new_spanned(r, "unexpected `self` parameter")),
-    }
-}
-
-/// Whether the type is a path ending in `CommandContext`, or a reference to one. The macro sees
-/// tokens, not resolved types, so the name is what it can go by.
+/// Whether the type is `CommandContext` (by any path), or a reference to one.
 fn is_context(ty: &Type) -> bool {
-    match ty {
-        Type::Path(p) => p
-            .path
-            .segments
-            .last()
-            .is_some_and(|s| s.ident == "CommandContext"),
-        Type::Reference(r) => is_context(&r.elem),
-        Type::Paren(p) => is_context(&p.elem),
-        Type::Group(g) => is_context(&g.elem),
-        _ => false,
-    }
-}
-
-fn unsupported(param: &FnArg, shape: &str) -> syn::Error {
-    syn::Error::new_spanned(param, format!("unsupported parameter: {shape}"))
+    signature::names(ty, "CommandContext")
 }
 
 fn not_result(tokens: impl ToTokens) -> syn::Error {
