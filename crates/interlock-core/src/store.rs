@@ -286,37 +286,74 @@ pub fn validate_append(
                 format!("event #{n} repeats id {} within the batch", event.event_id),
             ));
         }
-        let ty = &event.event_type;
-        if ty.is_empty() || ty.len() > MAX_TYPE_NAME_LEN || ty.contains('\0') {
-            return Err(ValidationError::new(
-                "event_type",
-                format!(
-                    "event #{n} has type name {:?}: it must be 1 to {MAX_TYPE_NAME_LEN} bytes without NUL",
-                    truncate(ty)
-                ),
-            ));
+        validate_shape(
+            &format!("event #{n}"),
+            &event.event_type,
+            event.schema_version,
+            &event.payload,
+        )?;
+        if !event.metadata.is_empty() {
+            let len = serde_json::to_vec(&event.metadata).map_or(usize::MAX, |m| m.len());
+            if len > MAX_PAYLOAD_LEN {
+                return Err(ValidationError::new(
+                    "metadata",
+                    format!(
+                        "event #{n} has {len} bytes of metadata, the limit is {MAX_PAYLOAD_LEN}"
+                    ),
+                ));
+            }
         }
-        if event.schema_version == 0 {
-            return Err(ValidationError::new(
-                "schema_version",
-                format!("event #{n} ({ty}) has schema version 0; versions start at 1"),
-            ));
-        }
-        if event.payload.len() > MAX_PAYLOAD_LEN {
-            return Err(ValidationError::new(
-                "payload",
-                format!(
-                    "event #{n} ({ty}) is {} bytes, the limit is {MAX_PAYLOAD_LEN}",
-                    event.payload.len()
-                ),
-            ));
-        }
-        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&event.payload) {
-            return Err(ValidationError::new(
-                "payload",
-                format!("event #{n} ({ty}) is not valid JSON: {e}"),
-            ));
-        }
+    }
+    Ok(())
+}
+
+/// Checks a migration's new shape for one event the way [`validate_append`] checks new events.
+pub fn validate_rewrite(rewrite: &EventRewrite) -> Result<(), ValidationError> {
+    validate_shape(
+        &format!("event {}", rewrite.event_id),
+        &rewrite.event_type,
+        rewrite.schema_version,
+        &rewrite.payload,
+    )
+}
+
+/// Type name, schema version and payload checks shared by appends and rewrites; `which` names
+/// the event in messages.
+fn validate_shape(
+    which: &str,
+    ty: &str,
+    schema_version: u32,
+    payload: &[u8],
+) -> Result<(), ValidationError> {
+    if ty.is_empty() || ty.len() > MAX_TYPE_NAME_LEN || ty.contains('\0') {
+        return Err(ValidationError::new(
+            "event_type",
+            format!(
+                "{which} has type name {:?}: it must be 1 to {MAX_TYPE_NAME_LEN} bytes without NUL",
+                truncate(ty)
+            ),
+        ));
+    }
+    if schema_version == 0 {
+        return Err(ValidationError::new(
+            "schema_version",
+            format!("{which} ({ty}) has schema version 0; versions start at 1"),
+        ));
+    }
+    if payload.len() > MAX_PAYLOAD_LEN {
+        return Err(ValidationError::new(
+            "payload",
+            format!(
+                "{which} ({ty}) is {} bytes, the limit is {MAX_PAYLOAD_LEN}",
+                payload.len()
+            ),
+        ));
+    }
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(payload) {
+        return Err(ValidationError::new(
+            "payload",
+            format!("{which} ({ty}) is not valid JSON: {e}"),
+        ));
     }
     Ok(())
 }

@@ -138,6 +138,7 @@ type TypedApplier<A> = Option<fn(&mut A, &dyn Any)>;
 
 struct EventRoute<A> {
     type_name: &'static str,
+    schema_version: u32,
     type_id: TypeId,
     apply_stored: StoredApplier<A>,
     apply_typed: TypedApplier<A>,
@@ -204,6 +205,7 @@ impl<A: Aggregate> AggregateRoutes<A> {
     {
         self.events.push(EventRoute {
             type_name: E::TYPE_NAME,
+            schema_version: E::SCHEMA_VERSION,
             type_id: TypeId::of::<E>(),
             apply_stored: Some(apply_stored::<A, E>),
             apply_typed: Some(apply_typed::<A, E>),
@@ -216,6 +218,7 @@ impl<A: Aggregate> AggregateRoutes<A> {
     pub fn ignored_event<E: Event>(&mut self) -> &mut Self {
         self.events.push(EventRoute {
             type_name: E::TYPE_NAME,
+            schema_version: E::SCHEMA_VERSION,
             type_id: TypeId::of::<E>(),
             apply_stored: None,
             apply_typed: None,
@@ -389,12 +392,19 @@ pub(crate) struct AggregateRegistration {
     /// Holds an `Arc<AggregateRuntime<A>>`.
     pub(crate) runtime: Arc<dyn Any + Send + Sync>,
     pub(crate) problems: Vec<String>,
+    /// The event types it reads, with the schema version it expects.
+    pub(crate) events: Vec<(&'static str, u32)>,
 }
 
 impl AggregateRegistration {
     pub(crate) fn new<A: Aggregate>(settings: &AggregateSettings) -> Self {
         let mut routes = AggregateRoutes::<A>::new();
         A::configure(&mut routes);
+        let events = routes
+            .events
+            .iter()
+            .map(|r| (r.type_name, r.schema_version))
+            .collect();
         let (appliers, mut problems) = Appliers::from_routes(&mut routes, settings.unknown_events);
         let runtime = Arc::new(AggregateRuntime {
             appliers: Arc::new(appliers),
@@ -425,6 +435,7 @@ impl AggregateRegistration {
             routes: command_routes,
             runtime,
             problems,
+            events,
         }
     }
 }

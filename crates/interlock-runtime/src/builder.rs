@@ -217,6 +217,25 @@ impl ApplicationBuilder {
                 }
             }
         }
+        let mut known_events: HashMap<&'static str, (u32, &'static str)> = HashMap::new();
+        let readers = self
+            .aggregates
+            .iter()
+            .map(|a| (a.type_name, &a.events))
+            .chain(self.processors.iter().map(|p| (p.name, &p.events)));
+        for (reader, events) in readers {
+            for &(event, version) in events {
+                match known_events.get(event) {
+                    Some(&(other, first)) if other != version => problems.push(format!(
+                        "event type {event} is read as schema version {other} by {first} and as version {version} by {reader}"
+                    )),
+                    Some(_) => {}
+                    None => {
+                        known_events.insert(event, (version, reader));
+                    }
+                }
+            }
+        }
         if !problems.is_empty() {
             return Err(BuildError { problems });
         }
@@ -231,6 +250,7 @@ impl ApplicationBuilder {
                 store,
                 side,
                 Arc::new(self.upcasters),
+                known_events.into_iter().map(|(k, (v, _))| (k, v)).collect(),
                 self.aggregates,
                 self.processors,
             )),

@@ -32,6 +32,8 @@ pub(crate) struct Engine {
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) side: SideStores,
     pub(crate) upcasters: Arc<Upcasters>,
+    /// Every event type some aggregate or processor reads, with its current schema version.
+    pub(crate) known_events: HashMap<&'static str, u32>,
     pub(crate) commands: HashMap<TypeId, CommandRoute>,
     /// `Arc<AggregateRuntime<A>>` by `TypeId::of::<A>()`.
     pub(crate) aggregates: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
@@ -49,6 +51,7 @@ impl Engine {
         store: Arc<dyn EventStore>,
         side: SideStores,
         upcasters: Arc<Upcasters>,
+        known_events: HashMap<&'static str, u32>,
         aggregates_registered: Vec<AggregateRegistration>,
         processors_registered: Vec<ProcessorRegistration>,
     ) -> Self {
@@ -78,6 +81,7 @@ impl Engine {
             store,
             side,
             upcasters,
+            known_events,
             commands,
             aggregates,
             processors,

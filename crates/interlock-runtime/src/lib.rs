@@ -29,6 +29,7 @@ mod engine;
 mod error;
 mod memory;
 mod memory_side;
+pub mod migration;
 pub mod processor;
 mod snapshot;
 mod temporal;

@@ -6,9 +6,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use interlock_core::{
-    AppendNotifier, AppendResult, ConcurrencyError, EventId, EventStore, EventSubscription,
-    ExpectedVersion, NewEvent, Position, RecordedEvent, SideStores, StoreError, StreamId,
-    StreamInfo, poll_subscription, validate_append,
+    AppendNotifier, AppendResult, ConcurrencyError, EventId, EventRewrite, EventStore,
+    EventSubscription, ExpectedVersion, NewEvent, Position, RecordedEvent, SideStores, StoreError,
+    StreamId, StreamInfo, ValidationError, poll_subscription, validate_append, validate_rewrite,
 };
 
 /// Keeps every event in memory; the default store of an application, and the reference the
@@ -300,5 +300,33 @@ impl EventStore for InMemoryEventStore {
 
     fn side_stores(&self) -> Option<SideStores> {
         Some(SideStores::from_backend(self.clone()))
+    }
+
+    async fn rewrite_event(&self, rewrite: EventRewrite) -> Result<(), StoreError> {
+        validate_rewrite(&rewrite)?;
+        let mut state = self
+            .inner
+            .state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let index = state
+            .ids
+            .get(&rewrite.event_id)
+            .copied()
+            .filter(|&i| state.log[i].stream_id == rewrite.stream_id)
+            .ok_or_else(|| {
+                ValidationError::new(
+                    "event_id",
+                    format!(
+                        "no event {} in stream {}",
+                        rewrite.event_id, rewrite.stream_id
+                    ),
+                )
+            })?;
+        let event = &mut state.log[index];
+        event.event_type = rewrite.event_type;
+        event.schema_version = rewrite.schema_version;
+        event.payload = rewrite.payload;
+        Ok(())
     }
 }

@@ -489,3 +489,99 @@ async fn temporal_loads_and_history() {
         Err(Error::AggregateNotFound { .. })
     ));
 }
+
+#[tokio::test]
+async fn schemas_are_checkable_up_front_and_migrations_rewrite_explicitly() {
+    use interlock_runtime::migration::SchemaStatus;
+    let store = InMemoryEventStore::new();
+    store
+        .append(
+            &stream("m"),
+            ExpectedVersion::NoStream,
+            vec![
+                raw("Increment", 1, serde_json::json!({"value": 5})),
+                raw("Added", 2, serde_json::json!({"delta": 7})),
+                raw("Added", 1, serde_json::json!({"delta": 1})),
+                NewEvent::from_event(&Added {
+                    delta: 1,
+                    note: "new".into(),
+                })
+                .unwrap(),
+                raw("Other", 1, serde_json::json!({})),
+            ],
+        )
+        .await
+        .unwrap();
+    let app = upcasters(
+        Application::builder()
+            .with_event_store(store.clone())
+            .register_aggregate_with::<Counter>(
+                AggregateSettings::new()
+                    .unknown_events(interlock_runtime::UnknownEventPolicy::Ignore),
+            ),
+    )
+    .build()
+    .unwrap();
+    let report = app.check_event_schemas().await.unwrap();
+    let status = |ty: &str, v: u32| {
+        report
+            .iter()
+            .find(|r| r.event_type == ty && r.schema_version == v)
+            .map(|r| r.status.clone())
+            .unwrap()
+    };
+    assert_eq!(status("Added", 3), SchemaStatus::Current);
+    assert_eq!(
+        status("Increment", 1),
+        SchemaStatus::Upcast {
+            to_type: "Added".into(),
+            to_version: 3
+        }
+    );
+    assert_eq!(
+        status("Added", 1),
+        SchemaStatus::NoPath {
+            reaches: ("Added".into(), 1),
+            known: 3
+        }
+    );
+    assert_eq!(status("Other", 1), SchemaStatus::Unread);
+    assert_eq!(report.iter().filter(|r| r.status.is_problem()).count(), 1);
+
+    let before = store.read_stream(&stream("m"), 1, None).await.unwrap();
+    let dry = app.migrate_events(true, |_| {}).await.unwrap();
+    assert_eq!((dry.scanned, dry.changed), (5, 2));
+    assert_eq!(dry.changes[0].from, ("Increment".to_owned(), 1));
+    assert_eq!(dry.changes[0].to, ("Added".to_owned(), 3));
+    assert_eq!(
+        store.read_stream(&stream("m"), 1, None).await.unwrap(),
+        before,
+        "a dry run writes nothing"
+    );
+
+    let mut progress = Vec::new();
+    let done = app
+        .migrate_events(false, |n| progress.push(n))
+        .await
+        .unwrap();
+    assert_eq!(done.changed, 2);
+    assert_eq!(progress.last(), Some(&5));
+    let after = store.read_stream(&stream("m"), 1, None).await.unwrap();
+    assert_eq!(
+        (after[0].event_type.as_str(), after[0].schema_version),
+        ("Added", 3)
+    );
+    assert_eq!(after[0].event_id, before[0].event_id);
+    assert_eq!(after[0].position, before[0].position);
+    let payload: serde_json::Value = serde_json::from_slice(&after[0].payload).unwrap();
+    assert_eq!(payload, serde_json::json!({"delta": 5, "note": "upcast"}));
+    // Once migrated, the plain application (no upcasters) reads them too.
+    let plain = Application::builder()
+        .with_event_store(store.clone())
+        .register_aggregate::<Counter>()
+        .build()
+        .unwrap();
+    assert_eq!(plain.load_at::<Counter>("m", 2).await.unwrap().total, 12);
+    let again = app.migrate_events(false, |_| {}).await.unwrap();
+    assert_eq!(again.changed, 0, "a migration is idempotent");
+}

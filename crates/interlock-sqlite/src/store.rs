@@ -6,9 +6,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::Utc;
 use interlock_core::{
-    AppendNotifier, AppendResult, EventStore, EventSubscription, ExpectedVersion, NewEvent,
-    Position, RecordedEvent, SideStores, StoreError, StreamId, StreamInfo, poll_subscription,
-    validate_append,
+    AppendNotifier, AppendResult, EventRewrite, EventStore, EventSubscription, ExpectedVersion,
+    NewEvent, Position, RecordedEvent, SideStores, StoreError, StreamId, StreamInfo,
+    ValidationError, poll_subscription, validate_append, validate_rewrite,
 };
 use rusqlite::{Connection, OptionalExtension};
 
@@ -274,6 +274,42 @@ impl EventStore for SqliteEventStore {
     /// file as the events.
     fn side_stores(&self) -> Option<SideStores> {
         Some(SideStores::from_backend(self.clone()))
+    }
+
+    async fn rewrite_event(&self, rewrite: EventRewrite) -> Result<(), StoreError> {
+        validate_rewrite(&rewrite)?;
+        self.inner
+            .writer
+            .write(false, move |conn| {
+                let changed = conn
+                    .prepare_cached(
+                        "UPDATE events SET event_type = ?1, schema_version = ?2, payload = ?3 \
+                         WHERE event_id = ?4 AND category = ?5 AND stream_id = ?6",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(rusqlite::params![
+                            rewrite.event_type,
+                            rewrite.schema_version,
+                            &rewrite.payload[..],
+                            &rewrite.event_id.as_uuid().as_bytes()[..],
+                            rewrite.stream_id.category(),
+                            rewrite.stream_id.id(),
+                        ])
+                    })
+                    .map_err(store_error)?;
+                if changed == 0 {
+                    return Err(ValidationError::new(
+                        "event_id",
+                        format!(
+                            "no event {} in stream {}",
+                            rewrite.event_id, rewrite.stream_id
+                        ),
+                    )
+                    .into());
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn head_position(&self) -> Result<Position, StoreError> {

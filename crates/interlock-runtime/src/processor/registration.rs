@@ -27,6 +27,8 @@ pub(crate) struct ProcessorRegistration {
     /// The shared instance (`Arc<RwLock<P>>`), by `TypeId::of::<P>()`, for inspection.
     pub(crate) instance: (TypeId, Arc<dyn Any + Send + Sync>),
     pub(crate) problems: Vec<String>,
+    /// The event types it handles, with the schema version it expects.
+    pub(crate) events: Vec<(&'static str, u32)>,
     assemble: Assemble,
 }
 
@@ -36,9 +38,11 @@ impl ProcessorRegistration {
         let mut routes = ProcessorRoutes::<P>::collect();
         let queries = routes.take_queries(&shared);
         let problems = std::mem::take(&mut routes.problems);
+        let events = routes.versions.clone();
         Self {
             name: P::NAME,
             queries,
+            events,
             instance: (TypeId::of::<P>(), shared.clone()),
             problems,
             assemble: Box::new(move |env| {

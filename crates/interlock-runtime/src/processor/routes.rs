@@ -35,6 +35,8 @@ pub(crate) struct QueryRoute {
 /// [`EventProcessor::configure`].
 pub struct ProcessorRoutes<P: EventProcessor> {
     pub(crate) events: HashMap<&'static str, InvokeFn<P>>,
+    /// The event types handled, with the schema version each handler expects.
+    pub(crate) versions: Vec<(&'static str, u32)>,
     queries: Vec<(&'static str, TypeId, QueryFactory<P>)>,
     pub(crate) problems: Vec<String>,
 }
@@ -43,6 +45,7 @@ impl<P: EventProcessor> ProcessorRoutes<P> {
     pub(crate) fn collect() -> Self {
         let mut routes = Self {
             events: HashMap::new(),
+            versions: Vec::new(),
             queries: Vec::new(),
             problems: Vec::new(),
         };
@@ -61,6 +64,7 @@ impl<P: EventProcessor> ProcessorRoutes<P> {
     where
         P: HandlesEvent<E>,
     {
+        self.versions.push((E::TYPE_NAME, E::SCHEMA_VERSION));
         if self.events.insert(E::TYPE_NAME, invoke::<P, E>).is_some() {
             self.problems.push(format!(
                 "processor {} handles event type {} twice",

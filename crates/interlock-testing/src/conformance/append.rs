@@ -144,7 +144,7 @@ pub async fn expected_version_is_checked<S: EventStore>(store: S) {
     );
 }
 
-fn validation(result: Result<interlock_core::AppendResult, StoreError>) -> ValidationError {
+fn validation<T: std::fmt::Debug>(result: Result<T, StoreError>) -> ValidationError {
     match result {
         Err(StoreError::Validation(e)) => e,
         other => panic!("expected a validation error, got {other:?}"),
@@ -358,4 +358,67 @@ pub async fn large_batches_are_atomic<S: EventStore>(store: S) {
         store.stream_version(&stream).await.expect("version"),
         10_000
     );
+}
+
+/// A migration rewrite changes an event's type, version and payload in place, keeping its id,
+/// version and position; a wrong stream or a bad payload is refused and changes nothing.
+pub async fn rewriting_an_event_keeps_its_place<S: EventStore>(store: S) {
+    use interlock_core::EventRewrite;
+    let stream = test_stream("rewrite");
+    store
+        .append(&stream, ExpectedVersion::NoStream, test_events(1, 3))
+        .await
+        .expect("setup");
+    let before = store.read_stream(&stream, 1, None).await.expect("read");
+    let target = &before[1];
+    let rewrite = EventRewrite {
+        event_id: target.event_id,
+        stream_id: stream.clone(),
+        event_type: "TestEventV2".into(),
+        schema_version: 2,
+        payload: Bytes::from_static(b"{\"n\":2,\"migrated\":true}"),
+    };
+    let wrong_stream = EventRewrite {
+        stream_id: test_stream("elsewhere"),
+        ..rewrite.clone()
+    };
+    let e = validation(store.rewrite_event(wrong_stream).await);
+    assert_eq!(e.field(), "event_id");
+    let bad_payload = EventRewrite {
+        payload: Bytes::from_static(b"{oops"),
+        ..rewrite.clone()
+    };
+    let e = validation(store.rewrite_event(bad_payload).await);
+    assert_eq!(e.field(), "payload");
+    assert_eq!(
+        store.read_stream(&stream, 1, None).await.expect("read"),
+        before
+    );
+
+    store.rewrite_event(rewrite).await.expect("rewrite");
+    let after = store.read_stream(&stream, 1, None).await.expect("read");
+    assert_eq!(after[0], before[0]);
+    assert_eq!(after[2], before[2]);
+    let changed = &after[1];
+    assert_eq!(
+        (changed.event_type.as_str(), changed.schema_version),
+        ("TestEventV2", 2)
+    );
+    assert_eq!(&changed.payload[..], b"{\"n\":2,\"migrated\":true}");
+    assert_eq!(
+        (
+            changed.event_id,
+            changed.stream_version,
+            changed.position,
+            changed.recorded_at
+        ),
+        (
+            target.event_id,
+            target.stream_version,
+            target.position,
+            target.recorded_at
+        )
+    );
+    let all = store.read_all(Position::START, 10).await.expect("all");
+    assert_eq!(all[1].event_type, "TestEventV2");
 }

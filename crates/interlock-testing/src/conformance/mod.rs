@@ -112,6 +112,7 @@ macro_rules! event_store_conformance {
             racing_writers_on_one_stream_have_exactly_one_winner,
             retrying_writers_lose_nothing,
             concurrent_writers_on_many_streams_keep_global_order,
+            rewriting_an_event_keeps_its_place,
         );
     };
     (@tests $factory:expr; $($test:ident),+ $(,)?) => {
