@@ -21,7 +21,9 @@
 //!   The [`InMemoryEventStore`] is the default store and the reference for the others.
 //! * **Macros** (from `interlock-macros`): [`derive@Command`], [`derive@Query`],
 //!   [`derive@Event`], and [`macro@aggregate`] with its [`macro@handles_command`] and
-//!   [`macro@applies_event`] markers. They write exactly the trait impls you could write by hand,
+//!   [`macro@applies_event`] markers; on the read side [`macro@projection`] and
+//!   [`macro@event_processor`] with their [`macro@handles_event`], [`macro@handles_query`] and
+//!   [`macro@reset`] markers. They write exactly the trait impls you could write by hand,
 //!   nothing more.
 //! * **Stores**: the embedded SQLite store (feature `sqlite`, on by default) as `interlock::sqlite`.
 //! * **Testing** (feature `testing`): given-when-then scenarios as `interlock::testing`.
@@ -165,6 +167,102 @@
 //! `#[aggregate(ignores(EventA, EventB))]` declares events the aggregate emits without changing
 //! state. A handler may take the [`CommandContext`] as a third parameter:
 //! `fn handle(&mut self, cmd: C, ctx: &CommandContext) -> Result<C::Output, E>`.
+//!
+//! ## The read side
+//!
+//! A projection folds events into a read model of its own and answers queries from it. Mark its
+//! impl block `#[projection]` and its methods `#[handles_event]` (taking the event by value, and
+//! optionally the [`EventContext`] with the stored envelope) and `#[handles_query]` (taking
+//! `&self`: queries only read). `#[event_processor]` is the same without queries, for code that
+//! reacts to events instead of keeping a model.
+//!
+//! Each processor is a durable subscription with its own checkpoint. By default it runs in the
+//! background once the application is [started](Application::start); to read your own writes,
+//! wait for the position [`dispatch_with`](Application::dispatch_with) reports. (Registered with
+//! [`ProcessorSettings::inline()`] instead, it is up to date when `dispatch` returns.)
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use interlock::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//! use uuid::Uuid;
+//!
+//! #[derive(Command, Serialize, Deserialize)]
+//! struct Deposit { aggregate_id: Uuid, amount: u64 }
+//!
+//! #[derive(Event, Serialize, Deserialize)]
+//! struct Deposited { amount: u64 }
+//!
+//! #[aggregate]
+//! #[derive(Default)]
+//! struct Account;
+//!
+//! #[aggregate]
+//! impl Account {
+//!     #[handles_command(create)]
+//!     fn deposit(&mut self, cmd: Deposit) -> Result<(), DomainError> {
+//!         self.emit(Deposited { amount: cmd.amount });
+//!         Ok(())
+//!     }
+//!     #[applies_event]
+//!     fn on_deposited(&mut self, _: &Deposited) {}
+//! }
+//!
+//! #[derive(Query)]
+//! #[query(output = u64)]
+//! struct BalanceOf { account: Uuid }
+//!
+//! #[derive(Default)]
+//! struct Balances { by_account: HashMap<String, u64> }
+//!
+//! // `name`: where its checkpoint is stored (default: the type's name). `resettable`: a rebuild
+//! // starts again from `Balances::default()`.
+//! #[projection(name = "balances", resettable)]
+//! impl Balances {
+//!     #[handles_event]
+//!     fn on_deposited(&mut self, e: Deposited, ctx: &EventContext<'_>) {
+//!         let account = ctx.stream_id().id().to_owned();
+//!         *self.by_account.entry(account).or_default() += e.amount;
+//!     }
+//!
+//!     #[handles_query]
+//!     fn balance(&self, q: BalanceOf) -> Result<u64, HandlerError> {
+//!         Ok(self.by_account.get(&q.account.to_string()).copied().unwrap_or(0))
+//!     }
+//! }
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), interlock::Error> {
+//!     let app = Application::builder()
+//!         .register_aggregate::<Account>()
+//!         .register_projection(Balances::default())
+//!         .build()?;
+//!     app.start().await?; // background processors run from here on
+//!
+//!     let id = Uuid::now_v7();
+//!     app.dispatch(Deposit { aggregate_id: id, amount: 100 }).await?;
+//!     let deposit = Deposit { aggregate_id: id, amount: 5 };
+//!     let stored = app.dispatch_with(deposit, DispatchOptions::new()).await?;
+//!     if let Some(position) = stored.position {
+//!         app.wait_for(position).await?; // read your own writes
+//!     }
+//!     assert_eq!(app.query(BalanceOf { account: id }).await?, 105);
+//!
+//!     // A rebuild resets the projection and replays every event into it.
+//!     let done = app.rebuild("balances", |_progress| {}).await?;
+//!     assert_eq!(done.processed, 2);
+//!     assert_eq!(app.query(BalanceOf { account: id }).await?, 105);
+//!     app.shutdown().await
+//! }
+//! ```
+//!
+//! A handler returns nothing or `Result<(), E>` with `E: Into<HandlerError>` (any standard
+//! error type). An error makes the application retry the event, then park it as a dead letter
+//! ([`Application::dead_letters`]) and go on, or stop, as the [`ProcessorSettings`] say.
+//! Instead of `resettable`, a method marked `#[reset]` may clear the model; without either, a
+//! rebuild is refused, which suits processors whose effects cannot be undone. `reset` is
+//! exported as `interlock::reset` only (its name is too generic for the prelude); inside a
+//! `#[projection]` block the markers are recognised by name and need no import.
 //!
 //! ## Features
 //!
