@@ -14,7 +14,7 @@ use crate::aggregate::{Aggregate, AggregateRegistration, AggregateRuntime, Aggre
 use crate::engine::{Application, Engine};
 use crate::error::BuildError;
 use crate::memory::InMemoryEventStore;
-use crate::processor::{EventProcessor, ProcessorRegistration, ProcessorSettings};
+use crate::processor::{BatchProcessor, EventProcessor, ProcessorRegistration, ProcessorSettings};
 use crate::snapshot::{SnapshotConfig, SnapshotPolicy};
 
 /// Configures an [`Application`].
@@ -119,6 +119,23 @@ impl ApplicationBuilder {
     /// Registers an event processor (reacts to events), delivered in the background.
     pub fn register_event_processor<P: EventProcessor>(self, processor: P) -> Self {
         self.register_projection_with(processor, ProcessorSettings::default())
+    }
+
+    /// Registers a processor that applies whole batches and stores its checkpoint with its read
+    /// model (for example a SQL view in the event store's database).
+    pub fn register_batch_processor<T: BatchProcessor>(self, processor: T) -> Self {
+        self.register_batch_processor_with(processor, ProcessorSettings::default())
+    }
+
+    /// Registers a batch processor with its own settings.
+    pub fn register_batch_processor_with<T: BatchProcessor>(
+        mut self,
+        processor: T,
+        settings: ProcessorSettings,
+    ) -> Self {
+        self.processors
+            .push(ProcessorRegistration::batch(processor, settings));
+        self
     }
 
     /// Registers an event processor with its own settings.

@@ -67,7 +67,9 @@ impl Engine {
         let mut processors = Vec::new();
         let mut instances = HashMap::new();
         for mut registration in processors_registered {
-            instances.insert(registration.instance.0, registration.instance.1.clone());
+            if let Some((type_id, instance)) = registration.instance.clone() {
+                instances.insert(type_id, instance);
+            }
             for route in registration.queries.drain(..) {
                 queries.insert(route.type_id, route);
             }

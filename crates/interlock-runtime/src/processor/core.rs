@@ -22,13 +22,13 @@ use super::settings::{Delivery, FailurePolicy, ProcessorSettings, RebuildProgres
 use super::{EventProcessor, HandlerError};
 use crate::error::{Error, ProcessingFailure};
 
-struct Cursor {
+pub(crate) struct Cursor {
     position: Position,
     loaded: bool,
 }
 
 /// Why a batch did not complete.
-enum BatchError {
+pub(crate) enum BatchError {
     /// The processor's policy is `Stop` and an event kept failing.
     Stopped(ProcessingFailure),
     /// A store call failed (reading, checkpointing, parking).
@@ -50,14 +50,29 @@ impl From<BatchError> for Error {
     }
 }
 
-pub(crate) struct ProcessorCore<P: EventProcessor> {
-    processor: Arc<RwLock<P>>,
-    events: HashMap<&'static str, InvokeFn<P>>,
+/// How a processor takes a batch of events: one event at a time through typed handlers
+/// ([`HandlerSink`]), or the whole batch at once ([`BatchSink`](super::batch::BatchSink)).
+pub(crate) trait Sink: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// Delivers the events after `cursor`, advances it, and makes the new position durable
+    /// (checkpoint); returns the events parked on the way.
+    fn deliver<'a>(
+        &'a self,
+        cursor: &'a mut Position,
+        events: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, Result<Vec<ProcessingFailure>, BatchError>>;
+    /// Empties the read model before a rebuild.
+    fn reset(&self) -> BoxFuture<'_, Result<(), HandlerError>>;
+    /// Hands one parked event over again, without moving the checkpoint.
+    fn redeliver(&self, event: RecordedEvent) -> BoxFuture<'_, Result<(), (HandlerError, u32)>>;
+}
+
+pub(crate) struct ProcessorCore<S> {
+    sink: S,
     settings: ProcessorSettings,
     store: Arc<dyn EventStore>,
     checkpoints: Arc<dyn CheckpointStore>,
     dead_letters: Arc<dyn DeadLetterStore>,
-    upcasters: Arc<Upcasters>,
     cursor: Mutex<Cursor>,
     progress: watch::Sender<Position>,
     stopped: StdMutex<Option<ProcessingFailure>>,
@@ -84,7 +99,18 @@ pub(crate) trait ProcessorHandle: Send + Sync {
     fn replay(&self, letter: DeadLetter) -> BoxFuture<'_, Result<(), Error>>;
 }
 
-impl<P: EventProcessor> ProcessorCore<P> {
+/// Delivers events one at a time to an [`EventProcessor`]'s typed handlers, with retries and
+/// parking, and saves the checkpoint once per batch.
+pub(crate) struct HandlerSink<P: EventProcessor> {
+    processor: Arc<RwLock<P>>,
+    events: HashMap<&'static str, InvokeFn<P>>,
+    settings: ProcessorSettings,
+    checkpoints: Arc<dyn CheckpointStore>,
+    dead_letters: Arc<dyn DeadLetterStore>,
+    upcasters: Arc<Upcasters>,
+}
+
+impl<P: EventProcessor> HandlerSink<P> {
     pub(crate) fn new(
         processor: Arc<RwLock<P>>,
         routes: ProcessorRoutes<P>,
@@ -95,30 +121,10 @@ impl<P: EventProcessor> ProcessorCore<P> {
             processor,
             events: routes.events,
             settings,
-            store: env.store.clone(),
             checkpoints: env.side.checkpoints.clone(),
             dead_letters: env.side.dead_letters.clone(),
             upcasters: env.upcasters.clone(),
-            cursor: Mutex::new(Cursor {
-                position: Position::START,
-                loaded: false,
-            }),
-            progress: watch::Sender::new(Position::START),
-            stopped: StdMutex::new(None),
         }
-    }
-
-    async fn load(&self, cursor: &mut Cursor) -> Result<(), StoreError> {
-        if !cursor.loaded {
-            cursor.position = self
-                .checkpoints
-                .load_checkpoint(P::NAME)
-                .await?
-                .unwrap_or(Position::START);
-            cursor.loaded = true;
-            self.progress.send_replace(cursor.position);
-        }
-        Ok(())
     }
 
     /// Handles one event with retries; `Err` carries the last error and the attempt count.
@@ -153,17 +159,23 @@ impl<P: EventProcessor> ProcessorCore<P> {
         }
     }
 
-    /// Delivers a batch, then saves the checkpoint once.
-    async fn process_batch(
+    async fn save(&self, cursor: Position, before: Position) -> Result<(), StoreError> {
+        if cursor != before {
+            self.checkpoints.save_checkpoint(P::NAME, cursor).await?;
+        }
+        Ok(())
+    }
+
+    async fn deliver_batch(
         &self,
-        cursor: &mut Cursor,
+        cursor: &mut Position,
         events: &[RecordedEvent],
     ) -> Result<Vec<ProcessingFailure>, BatchError> {
         let mut parked = Vec::new();
-        let before = cursor.position;
+        let before = *cursor;
         let mut processor = self.processor.write().await;
         for event in events {
-            if event.position <= cursor.position {
+            if event.position <= *cursor {
                 continue;
             }
             let outcome = match self.upcasters.upcast(event) {
@@ -194,31 +206,102 @@ impl<P: EventProcessor> ProcessorCore<P> {
                     }
                     FailurePolicy::Stop => {
                         drop(processor);
-                        tracing::error!(%failure, "stopping processor");
-                        self.save(cursor, before).await?;
-                        *self.stopped.lock().unwrap_or_else(PoisonError::into_inner) =
-                            Some(failure.clone());
-                        // Wake `wait_for` callers so they see the stop instead of waiting forever.
-                        self.progress.send_modify(|_| {});
+                        self.save(*cursor, before).await?;
                         return Err(BatchError::Stopped(failure));
                     }
                 }
             }
-            cursor.position = event.position;
+            *cursor = event.position;
         }
         drop(processor);
-        self.save(cursor, before).await?;
+        self.save(*cursor, before).await?;
         Ok(parked)
     }
+}
 
-    async fn save(&self, cursor: &Cursor, before: Position) -> Result<(), StoreError> {
-        if cursor.position != before {
-            self.checkpoints
-                .save_checkpoint(P::NAME, cursor.position)
-                .await?;
+impl<P: EventProcessor> Sink for HandlerSink<P> {
+    fn name(&self) -> &'static str {
+        P::NAME
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        cursor: &'a mut Position,
+        events: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, Result<Vec<ProcessingFailure>, BatchError>> {
+        Box::pin(self.deliver_batch(cursor, events))
+    }
+
+    fn reset(&self) -> BoxFuture<'_, Result<(), HandlerError>> {
+        Box::pin(async move { self.processor.write().await.reset().await })
+    }
+
+    fn redeliver(&self, event: RecordedEvent) -> BoxFuture<'_, Result<(), (HandlerError, u32)>> {
+        Box::pin(async move {
+            let event = self
+                .upcasters
+                .upcast(&event)
+                .map_err(|e| (HandlerError::from(e), 1))?
+                .into_owned();
+            let Some(&invoke) = self.events.get(event.event_type.as_str()) else {
+                return Ok(());
+            };
+            let mut processor = self.processor.write().await;
+            self.handle_with_retries(&mut processor, invoke, &event)
+                .await
+        })
+    }
+}
+
+impl<S: Sink> ProcessorCore<S> {
+    pub(crate) fn new(sink: S, settings: ProcessorSettings, env: &ProcessorEnv) -> Self {
+        Self {
+            sink,
+            settings,
+            store: env.store.clone(),
+            checkpoints: env.side.checkpoints.clone(),
+            dead_letters: env.side.dead_letters.clone(),
+            cursor: Mutex::new(Cursor {
+                position: Position::START,
+                loaded: false,
+            }),
+            progress: watch::Sender::new(Position::START),
+            stopped: StdMutex::new(None),
+        }
+    }
+
+    async fn load(&self, cursor: &mut Cursor) -> Result<(), StoreError> {
+        if !cursor.loaded {
+            cursor.position = self
+                .checkpoints
+                .load_checkpoint(self.sink.name())
+                .await?
+                .unwrap_or(Position::START);
+            cursor.loaded = true;
             self.progress.send_replace(cursor.position);
         }
         Ok(())
+    }
+
+    /// Delivers a batch through the sink and publishes the progress (or the stop).
+    async fn process_batch(
+        &self,
+        cursor: &mut Cursor,
+        events: &[RecordedEvent],
+    ) -> Result<Vec<ProcessingFailure>, BatchError> {
+        let result = self.sink.deliver(&mut cursor.position, events).await;
+        self.progress.send_if_modified(|p| {
+            let moved = *p != cursor.position;
+            *p = cursor.position;
+            moved
+        });
+        if let Err(BatchError::Stopped(failure)) = &result {
+            tracing::error!(%failure, "stopping processor");
+            *self.stopped.lock().unwrap_or_else(PoisonError::into_inner) = Some(failure.clone());
+            // Wake `wait_for` callers so they see the stop instead of waiting forever.
+            self.progress.send_modify(|_| {});
+        }
+        result
     }
 
     async fn catch_up_locked(
@@ -255,7 +338,7 @@ impl<P: EventProcessor> ProcessorCore<P> {
                     Ok(()) => cursor.position,
                     Err(e) => {
                         failures += 1;
-                        tracing::warn!(processor = P::NAME, error = %e, "cannot load checkpoint");
+                        tracing::warn!(processor = self.sink.name(), error = %e, "cannot load checkpoint");
                         self.pause(failures, &mut shutdown).await;
                         continue;
                     }
@@ -279,12 +362,12 @@ impl<P: EventProcessor> ProcessorCore<P> {
                     Ok(_) => failures = 0,
                     Err(BatchError::Stopped(_)) => return,
                     Err(BatchError::Store(e)) => {
-                        tracing::warn!(processor = P::NAME, error = %e, "delivery failed; resubscribing");
+                        tracing::warn!(processor = self.sink.name(), error = %e, "delivery failed; resubscribing");
                         break;
                     }
                 }
                 if let Some(Err(e)) = errors.into_iter().next() {
-                    tracing::warn!(processor = P::NAME, error = %e, "subscription failed; resubscribing");
+                    tracing::warn!(processor = self.sink.name(), error = %e, "subscription failed; resubscribing");
                     break;
                 }
             }
@@ -303,9 +386,9 @@ impl<P: EventProcessor> ProcessorCore<P> {
     }
 }
 
-impl<P: EventProcessor> ProcessorHandle for ProcessorCore<P> {
+impl<S: Sink> ProcessorHandle for ProcessorCore<S> {
     fn name(&self) -> &'static str {
-        P::NAME
+        self.sink.name()
     }
 
     fn delivery(&self) -> Delivery {
@@ -344,19 +427,14 @@ impl<P: EventProcessor> ProcessorHandle for ProcessorCore<P> {
         Box::pin(async move {
             let mut cursor = self.cursor.lock().await;
             let target = self.store.head_position().await?;
-            self.processor
-                .write()
-                .await
-                .reset()
-                .await
-                .map_err(|e| Error::Rebuild {
-                    processor: P::NAME,
-                    message: e.to_string(),
-                })?;
+            self.sink.reset().await.map_err(|e| Error::Rebuild {
+                processor: self.sink.name(),
+                message: e.to_string(),
+            })?;
             // The view is empty now: the checkpoint must say so before anything is replayed, so
             // a crash mid-rebuild resumes from the start instead of above an empty view.
             self.checkpoints
-                .save_checkpoint(P::NAME, Position::START)
+                .save_checkpoint(self.sink.name(), Position::START)
                 .await?;
             cursor.position = Position::START;
             cursor.loaded = true;
@@ -395,16 +473,9 @@ impl<P: EventProcessor> ProcessorHandle for ProcessorCore<P> {
                 .into_iter()
                 .find(|e| e.event_id == letter.event_id)
                 .ok_or_else(|| Error::DeadLetterNotFound { id: letter.id })?;
-            let event = self.upcasters.upcast(&event)?.into_owned();
-            let Some(&invoke) = self.events.get(event.event_type.as_str()) else {
-                self.dead_letters.delete_dead_letter(letter.id).await?;
-                return Ok(());
-            };
             let result = {
                 let _cursor = self.cursor.lock().await;
-                let mut processor = self.processor.write().await;
-                self.handle_with_retries(&mut processor, invoke, &event)
-                    .await
+                self.sink.redeliver(event.clone()).await
             };
             match result {
                 Ok(()) => {
@@ -412,10 +483,11 @@ impl<P: EventProcessor> ProcessorHandle for ProcessorCore<P> {
                     Ok(())
                 }
                 Err((error, attempts)) => {
-                    let failure = ProcessingFailure::new(P::NAME, &event, &error, attempts);
+                    let failure =
+                        ProcessingFailure::new(self.sink.name(), &event, &error, attempts);
                     self.dead_letters
                         .park(NewDeadLetter::for_event(
-                            P::NAME,
+                            self.sink.name(),
                             &event,
                             error.to_string(),
                             letter.attempts.saturating_add(attempts),

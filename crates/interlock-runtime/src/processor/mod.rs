@@ -48,12 +48,14 @@
 //! # let _ = Balances::default();
 //! ```
 
+mod batch;
 mod core;
 mod registration;
 mod routes;
 mod settings;
 
 pub(crate) use self::core::ProcessorHandle;
+pub use batch::{Batch, BatchOutcome, BatchProcessor};
 pub(crate) use registration::{ProcessorEnv, ProcessorRegistration};
 pub use routes::ProcessorRoutes;
 pub(crate) use routes::{QueryFn, QueryRoute};

@@ -7,7 +7,8 @@ use interlock_core::upcast::Upcasters;
 use interlock_core::{EventStore, SideStores};
 use tokio::sync::RwLock;
 
-use super::core::{ProcessorCore, ProcessorHandle};
+use super::batch::{BatchProcessor, BatchSink};
+use super::core::{HandlerSink, ProcessorCore, ProcessorHandle};
 use super::routes::{ProcessorRoutes, QueryRoute};
 use super::{EventProcessor, ProcessorSettings};
 
@@ -25,7 +26,7 @@ pub(crate) struct ProcessorRegistration {
     pub(crate) name: &'static str,
     pub(crate) queries: Vec<QueryRoute>,
     /// The shared instance (`Arc<RwLock<P>>`), by `TypeId::of::<P>()`, for inspection.
-    pub(crate) instance: (TypeId, Arc<dyn Any + Send + Sync>),
+    pub(crate) instance: Option<(TypeId, Arc<dyn Any + Send + Sync>)>,
     pub(crate) problems: Vec<String>,
     /// The event types it handles, with the schema version it expects.
     pub(crate) events: Vec<(&'static str, u32)>,
@@ -43,10 +44,26 @@ impl ProcessorRegistration {
             name: P::NAME,
             queries,
             events,
-            instance: (TypeId::of::<P>(), shared.clone()),
+            instance: Some((TypeId::of::<P>(), shared.clone())),
             problems,
             assemble: Box::new(move |env| {
-                Arc::new(ProcessorCore::new(shared, routes, settings, env))
+                let sink = HandlerSink::new(shared, routes, settings, env);
+                Arc::new(ProcessorCore::new(sink, settings, env))
+            }),
+        }
+    }
+
+    /// A processor that takes whole batches and stores its own checkpoint.
+    pub(crate) fn batch<T: BatchProcessor>(processor: T, settings: ProcessorSettings) -> Self {
+        Self {
+            name: T::NAME,
+            queries: Vec::new(),
+            events: Vec::new(),
+            instance: None,
+            problems: Vec::new(),
+            assemble: Box::new(move |env| {
+                let sink = BatchSink::new(processor, env.upcasters.clone(), settings.on_failure);
+                Arc::new(ProcessorCore::new(sink, settings, env))
             }),
         }
     }
