@@ -118,7 +118,9 @@ pub struct EventContext<'a> {
 }
 
 impl<'a> EventContext<'a> {
-    pub(crate) fn new(event: &'a RecordedEvent, processor: &'static str) -> Self {
+    /// The context of `event` delivered to `processor` (for processors that decode events
+    /// themselves, such as backends' batch processors).
+    pub fn new(event: &'a RecordedEvent, processor: &'static str) -> Self {
         Self { event, processor }
     }
 
