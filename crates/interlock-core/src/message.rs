@@ -12,7 +12,8 @@ use crate::ids::AggregateId;
 /// A request to change one aggregate instance.
 ///
 /// A command names its target (`aggregate_id`) and the type its handler returns (`Output`), so
-/// `dispatch(cmd)` is typed end to end.
+/// `dispatch(cmd)` is typed end to end. Commands are serde structs: middleware can keep a copy to
+/// re-run them (retries) and store their results (idempotency).
 ///
 /// ```
 /// use interlock_core::{AggregateId, Command};
@@ -30,9 +31,10 @@ use crate::ids::AggregateId;
     label = "not a command",
     note = "add `#[derive(Command)]` (with an `aggregate_id` field) or implement `Command` by hand"
 )]
-pub trait Command: Send + 'static {
-    /// What the handler returns to the caller of `dispatch`.
-    type Output: Send + 'static;
+pub trait Command: Serialize + DeserializeOwned + Send + 'static {
+    /// What the handler returns to the caller of `dispatch`. Serializable, so that an
+    /// idempotent retry can be answered with the original result.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
 
     /// A stable name, used in errors, logs and traces.
     const TYPE_NAME: &'static str;

@@ -37,11 +37,12 @@ pub(crate) fn derive(input: &DeriveInput) -> syn::Result<TokenStream> {
 
     let mut generics = input.generics.clone();
     let (_, ty_generics, _) = input.generics.split_for_impl();
-    attr::bound_if_generic(
-        &mut generics,
-        &quote!(#ident #ty_generics),
-        &quote!(#p::Send + 'static),
-    );
+    // Generic commands implement `Command` where they (and their output) are serde types, the
+    // way serde's own derives bound their impls.
+    let serde_bounds =
+        quote!(#p::Send + 'static + #p::serde::Serialize + #p::serde::de::DeserializeOwned);
+    attr::bound_if_generic(&mut generics, &quote!(#ident #ty_generics), &serde_bounds);
+    attr::bound_if_generic(&mut generics, &output, &serde_bounds);
     let (impl_generics, _, where_clause) = generics.split_for_impl();
     Ok(quote! {
         #[automatically_derived]

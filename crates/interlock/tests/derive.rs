@@ -24,10 +24,10 @@ struct ByMarkedU64 {
     account: u64,
 }
 
-#[derive(Command)]
+#[derive(Command, Serialize, Deserialize)]
 struct Tuple(#[command(aggregate_id)] String, u32);
 
-#[derive(Command)]
+#[derive(Command, Serialize, Deserialize)]
 #[command(output = T)]
 struct Generic<T: Send + 'static> {
     aggregate_id: u64,
@@ -108,7 +108,7 @@ fn aggregate_ids_come_from_uuid_string_and_integer_fields() {
     assert_eq!(Tuple("t-1".into(), 0).aggregate_id().as_str(), "t-1");
     let generic = Generic {
         aggregate_id: 7,
-        value: "x",
+        value: String::from("x"),
     };
     assert_eq!(generic.aggregate_id().as_str(), "7");
     let _ = (generic.value, Tuple(String::new(), 1).1);
