@@ -13,7 +13,7 @@
 //! One schema (default `interlock`; set [`PgConfig::schema`]) holds:
 //!
 //! * `events`: one row per event, with `position bigserial`, `tx_id xid8` (the writing
-//!   transaction, `DEFAULT pg_current_xact_id()`), a unique `event_id` (idempotent retries) and
+//!   transaction's id, or the stream's previous label if larger; see below), a unique `event_id` (idempotent retries) and
 //!   a unique `(category, stream_id, stream_version)` index, the final word on optimistic
 //!   concurrency. Payload and metadata are `bytea`, returned byte for byte.
 //! * `streams`: each stream's version, last position and times; appends lock its row.
@@ -46,18 +46,24 @@
 //! that sees 11 and remembers "after 11" never sees 10 when A commits. (And a rolled-back
 //! transaction leaves holes that a reader must not wait for.)
 //!
-//! This store orders events by `(tx_id, position)` — the id of the transaction that wrote
-//! them, then the sequence — and that pair is the [`Position`](interlock_core::Position)
-//! (`Position::new(tx_id, position)`). `read_all` only returns rows with
+//! This store orders events by `(tx_id, position)` — a transaction id, then the sequence — and
+//! that pair is the [`Position`](interlock_core::Position) (`Position::new(tx_id, position)`).
+//! An append labels its rows with `tx_id = greatest(own transaction id, the stream's last
+//! tx_id)`: at least its own id, and never below the stream's previous events, so each
+//! stream's events keep their version order in the global order even when a transaction that
+//! obtained its id early appends after a younger one. `read_all` only returns rows with
 //! `tx_id < pg_snapshot_xmin(pg_current_snapshot())`, the *horizon*: the oldest transaction
 //! still running when the query's snapshot was taken. Why this never skips:
 //!
-//! 1. Every transaction with an id below the horizon has ended, so the set of rows below it
-//!    is final: nothing can be added there later, and rolled-back transactions simply left
-//!    nothing. The query's snapshot is the same one `pg_current_snapshot()` describes, so it
-//!    sees every committed row below the horizon.
-//! 2. A transaction that has not ended has an id at or above the horizon (and new ones get
-//!    larger ids), so every row that appears later sorts after every row returned now.
+//! 1. A row's label is at least the id of the transaction that wrote it. So every row labelled
+//!    below the horizon was written by a transaction that has ended: that set of rows is
+//!    final, nothing can join it later, and rolled-back transactions simply left nothing in
+//!    it. The query's snapshot is the one `pg_current_snapshot()` describes, so it sees every
+//!    committed row below the horizon (checking "is anything held back" happens in the same
+//!    statement, on the same snapshot).
+//! 2. A transaction that has not ended has an id at or above the horizon (new ones get larger
+//!    ids), so every row that appears later is labelled at or above it, and sorts after every
+//!    row returned now.
 //! 3. So a reader that checkpoints the last `(tx_id, position)` it processed and asks for what
 //!    comes after it gets exactly what it has not seen, however transactions interleave.
 //!

@@ -202,14 +202,18 @@ impl Sql {
             // have no row to lock; the unique (category, stream_id, stream_version) index
             // settles that race. `ok` is empty when the expectation fails, and then nothing is
             // inserted. `nextval` in the select list runs after `ORDER BY`, so positions
-            // follow versions.
+            // follow versions. The rows' `tx_id` is the larger of this transaction's id and
+            // the stream's last one (see "A global order readers never skip" in the crate
+            // docs), so a stream's events keep their order in the global order.
             append: format!(
                 r#"WITH cur AS (
-    SELECT version FROM {s}.streams WHERE category = $1 AND stream_id = $2 FOR UPDATE
+    SELECT version, last_tx FROM {s}.streams
+    WHERE category = $1 AND stream_id = $2 FOR UPDATE
 ), state AS (
-    SELECT COALESCE((SELECT version FROM cur), 0) AS version
+    SELECT COALESCE((SELECT version FROM cur), 0) AS version,
+        GREATEST(pg_current_xact_id(), (SELECT last_tx FROM cur)) AS tx
 ), ok AS (
-    SELECT version FROM state
+    SELECT version, tx FROM state
     WHERE CASE $3::int
         WHEN 0 THEN true
         WHEN 1 THEN version = 0
@@ -217,9 +221,9 @@ impl Sql {
         ELSE version = $4::bigint
     END
 ), ins AS (
-    INSERT INTO {s}.events (position, event_id, category, stream_id, stream_version,
+    INSERT INTO {s}.events (tx_id, position, event_id, category, stream_id, stream_version,
         event_type, schema_version, payload, metadata, correlation_id, causation_id)
-    SELECT nextval('{s}.events_position_seq'), b.event_id, $1, $2, ok.version + b.ord,
+    SELECT ok.tx, nextval('{s}.events_position_seq'), b.event_id, $1, $2, ok.version + b.ord,
         b.event_type, b.schema_version, b.payload, b.metadata, b.correlation_id, b.causation_id
     FROM ok, unnest($5::uuid[], $6::text[], $7::bigint[], $8::bytea[], $9::bytea[],
         $10::uuid[], $11::uuid[])
@@ -234,8 +238,8 @@ impl Sql {
 ), up AS (
     INSERT INTO {s}.streams AS st (category, stream_id, version, last_tx, last_position,
         created_at, updated_at)
-    SELECT $1, $2, done.version, pg_current_xact_id(), done.last_position, now(), now()
-    FROM done WHERE done.version IS NOT NULL
+    SELECT $1, $2, done.version, state.tx, done.last_position, now(), now()
+    FROM done, state WHERE done.version IS NOT NULL
     ON CONFLICT (category, stream_id) DO UPDATE SET version = EXCLUDED.version,
         last_tx = EXCLUDED.last_tx, last_position = EXCLUDED.last_position,
         updated_at = EXCLUDED.updated_at
@@ -243,9 +247,9 @@ impl Sql {
 ), note AS (
     SELECT pg_notify($12, '') FROM done WHERE done.version IS NOT NULL AND $12::text <> ''
 )
-SELECT (SELECT version FROM state), done.version, done.first_position, done.last_position,
-    pg_current_xact_id()::text, (SELECT count(*) FROM note)
-FROM done"#
+SELECT state.version, done.version, done.first_position, done.last_position,
+    state.tx::text, (SELECT count(*) FROM note)
+FROM done, state"#
             ),
             events_by_id: format!("SELECT {cols} FROM {s}.events WHERE event_id = ANY($1)"),
             read_stream: format!(
