@@ -85,15 +85,19 @@
 mod append;
 mod config;
 mod error;
+mod projection;
 mod reader;
 mod rows;
 mod schema;
 mod side;
 mod store;
+mod view;
 mod writer;
 
 pub use config::{SqliteConfig, SqliteEventStoreBuilder, Synchronous};
 pub use error::SqliteError;
+pub use projection::SqliteProjection;
 pub use schema::SCHEMA_VERSION;
 pub use store::SqliteEventStore;
+pub use view::{SqliteHandles, SqliteView, SqliteViewRoutes};
 pub use writer::WriterStats;

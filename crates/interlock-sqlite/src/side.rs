@@ -137,26 +137,42 @@ impl CheckpointStore for SqliteEventStore {
     async fn save_checkpoint(&self, processor: &str, position: Position) -> Result<(), StoreError> {
         validate_name("processor", processor)?;
         let processor = processor.to_owned();
-        self.write(move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO checkpoints (processor, position_major, position_minor, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (processor) DO UPDATE SET position_major = excluded.position_major, \
-                 position_minor = excluded.position_minor, updated_at = excluded.updated_at",
-            )
-            .and_then(|mut s| {
-                s.execute((
-                    &processor,
-                    pos_to_sql(position.major()),
-                    pos_to_sql(position.minor()),
-                    now_nanos(),
-                ))
-            })
-            .map_err(store_error)?;
-            Ok(())
-        })
-        .await
+        self.write(move |conn| save_checkpoint_in(conn, &processor, position))
+            .await
     }
+}
+
+/// Stores `processor`'s checkpoint within the caller's transaction (the name is validated by the
+/// caller).
+pub(crate) fn save_checkpoint_in(
+    conn: &Connection,
+    processor: &str,
+    position: Position,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO checkpoints (processor, position_major, position_minor, updated_at) \
+         VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (processor) DO UPDATE SET position_major = excluded.position_major, \
+         position_minor = excluded.position_minor, updated_at = excluded.updated_at",
+    )
+    .and_then(|mut s| {
+        s.execute((
+            processor,
+            pos_to_sql(position.major()),
+            pos_to_sql(position.minor()),
+            now_nanos(),
+        ))
+    })
+    .map_err(store_error)?;
+    Ok(())
+}
+
+/// Removes `processor`'s checkpoint within the caller's transaction.
+pub(crate) fn delete_checkpoint_in(conn: &Connection, processor: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM checkpoints WHERE processor = ?1")
+        .and_then(|mut s| s.execute([processor]))
+        .map_err(store_error)?;
+    Ok(())
 }
 
 fn saga_stream(saga: &str, key: &str) -> Result<StreamId, StoreError> {
@@ -284,6 +300,60 @@ fn cut(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// Parks `letter` within the caller's transaction (the processor name is validated by the
+/// caller); parking the same event for the same processor again updates it. Returns its id.
+pub(crate) fn park_in(conn: &Connection, letter: &NewDeadLetter) -> Result<u64, StoreError> {
+    let stream_version = version_param("stream_version", letter.stream_version)?;
+    let id: i64 = conn
+        .prepare_cached(
+            "INSERT INTO dead_letters (processor, position_major, position_minor, event_id, \
+             category, stream_id, stream_version, event_type, error, attempts, parked_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+             ON CONFLICT (processor, event_id) DO UPDATE SET error = excluded.error, \
+             attempts = excluded.attempts, parked_at = excluded.parked_at \
+             RETURNING id",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                rusqlite::params![
+                    &letter.processor,
+                    pos_to_sql(letter.position.major()),
+                    pos_to_sql(letter.position.minor()),
+                    &letter.event_id.as_uuid().as_bytes()[..],
+                    letter.stream_id.category(),
+                    letter.stream_id.id(),
+                    stream_version,
+                    &letter.event_type,
+                    cut(&letter.error, MAX_ERROR_LEN),
+                    letter.attempts,
+                    now_nanos(),
+                ],
+                |r| r.get(0),
+            )
+        })
+        .map_err(store_error)?;
+    u64::try_from(id).map_err(|_| corrupt_row("dead_letters", "negative id"))
+}
+
+/// Whether `processor` has any dead letter (a prefix lookup on the unique index).
+pub(crate) fn has_dead_letters_in(conn: &Connection, processor: &str) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM dead_letters WHERE processor = ?1)")
+        .and_then(|mut s| s.query_row([processor], |r| r.get(0)))
+        .map_err(store_error)
+}
+
+/// Removes `processor`'s dead letter for `event_id`, if any, within the caller's transaction.
+pub(crate) fn clear_dead_letter_in(
+    conn: &Connection,
+    processor: &str,
+    event_id: EventId,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM dead_letters WHERE processor = ?1 AND event_id = ?2")
+        .and_then(|mut s| s.execute((processor, &event_id.as_uuid().as_bytes()[..])))
+        .map_err(store_error)?;
+    Ok(())
+}
+
 fn decode_dead_letter(row: &rusqlite::Row<'_>) -> Result<DeadLetter, StoreError> {
     const T: &str = "dead_letters";
     let attempts = u32::try_from(u64_at(row, 11, T)?)
@@ -306,39 +376,8 @@ fn decode_dead_letter(row: &rusqlite::Row<'_>) -> Result<DeadLetter, StoreError>
 impl DeadLetterStore for SqliteEventStore {
     async fn park(&self, letter: NewDeadLetter) -> Result<u64, StoreError> {
         validate_name("processor", &letter.processor)?;
-        let stream_version = version_param("stream_version", letter.stream_version)?;
-        self.write(move |conn| {
-            let id: i64 = conn
-                .prepare_cached(
-                    "INSERT INTO dead_letters (processor, position_major, position_minor, event_id, \
-                     category, stream_id, stream_version, event_type, error, attempts, parked_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
-                     ON CONFLICT (processor, event_id) DO UPDATE SET error = excluded.error, \
-                     attempts = excluded.attempts, parked_at = excluded.parked_at \
-                     RETURNING id",
-                )
-                .and_then(|mut s| {
-                    s.query_row(
-                        rusqlite::params![
-                            &letter.processor,
-                            pos_to_sql(letter.position.major()),
-                            pos_to_sql(letter.position.minor()),
-                            &letter.event_id.as_uuid().as_bytes()[..],
-                            letter.stream_id.category(),
-                            letter.stream_id.id(),
-                            stream_version,
-                            &letter.event_type,
-                            cut(&letter.error, MAX_ERROR_LEN),
-                            letter.attempts,
-                            now_nanos(),
-                        ],
-                        |r| r.get(0),
-                    )
-                })
-                .map_err(store_error)?;
-            u64::try_from(id).map_err(|_| corrupt_row("dead_letters", "negative id"))
-        })
-        .await
+        version_param("stream_version", letter.stream_version)?;
+        self.write(move |conn| park_in(conn, &letter)).await
     }
 
     async fn list_dead_letters(

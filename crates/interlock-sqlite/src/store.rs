@@ -105,6 +105,32 @@ impl SqliteEventStore {
         self.inner.writer.stats()
     }
 
+    /// Runs `query` on a reader connection: read-only, on a snapshot of the last commit, on one
+    /// of the store's reader threads (so a slow query never stalls the async executor, nor the
+    /// writer). Meant for reading [SQL views](crate::SqliteView) kept in this file; after
+    /// `Application::wait_for(position)`, the snapshot includes every batch up to `position`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = interlock_sqlite::SqliteEventStore::open(dir.path().join("app.db"))?;
+    /// let events: i64 = store
+    ///     .read_view(|conn| conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0)))
+    ///     .await?;
+    /// assert_eq!(events, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn read_view<T, F>(&self, query: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.read(move |conn| query(conn).map_err(store_error))
+            .await
+    }
+
     /// Runs `work` on a reader connection (read-only, on a snapshot of the last commit).
     pub(crate) async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
     where
