@@ -14,6 +14,7 @@ use crate::aggregate::{Aggregate, AggregateRegistration, AggregateRuntime, Aggre
 use crate::engine::{Application, Engine};
 use crate::error::BuildError;
 use crate::memory::InMemoryEventStore;
+use crate::middleware::{Middleware, MiddlewareEnv};
 use crate::processor::{BatchProcessor, EventProcessor, ProcessorRegistration, ProcessorSettings};
 use crate::snapshot::{SnapshotConfig, SnapshotPolicy};
 
@@ -35,6 +36,7 @@ pub struct ApplicationBuilder {
     aggregates: Vec<AggregateRegistration>,
     processors: Vec<ProcessorRegistration>,
     upcasters: Upcasters,
+    middleware: Vec<Box<dyn Middleware>>,
     problems: Vec<String>,
 }
 
@@ -145,6 +147,14 @@ impl ApplicationBuilder {
         settings: ProcessorSettings,
     ) -> Self {
         self.register_projection_with(processor, settings)
+    }
+
+    /// Adds a middleware around command and query handling. The first registered is the
+    /// outermost; limit one to some message types with
+    /// [`MiddlewareExt::only`](crate::middleware::MiddlewareExt::only).
+    pub fn register_middleware(mut self, middleware: impl Middleware) -> Self {
+        self.middleware.push(Box::new(middleware));
+        self
     }
 
     /// Registers an upcaster: events stored as its `(type name, version)` are converted on every
@@ -262,6 +272,15 @@ impl ApplicationBuilder {
         let side = store
             .side_stores()
             .unwrap_or_else(|| SideStores::from_backend(InMemoryEventStore::new()));
+        let env = MiddlewareEnv { side: side.clone() };
+        let middleware = self
+            .middleware
+            .into_iter()
+            .map(|mut m| {
+                m.attach(&env);
+                Arc::from(m)
+            })
+            .collect();
         Ok(Application {
             engine: Arc::new(Engine::new(
                 store,
@@ -270,6 +289,7 @@ impl ApplicationBuilder {
                 known_events.into_iter().map(|(k, (v, _))| (k, v)).collect(),
                 self.aggregates,
                 self.processors,
+                middleware,
             )),
         })
     }

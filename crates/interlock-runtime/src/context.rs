@@ -12,6 +12,9 @@ pub struct DispatchOptions {
     pub causation_id: Option<Uuid>,
     /// Metadata copied onto every stored event.
     pub metadata: Metadata,
+    /// With [`IdempotencyMiddleware`](crate::middleware::IdempotencyMiddleware): a duplicate
+    /// dispatch with the same key gets the original result instead of running again.
+    pub idempotency_key: Option<String>,
 }
 
 impl DispatchOptions {
@@ -29,6 +32,12 @@ impl DispatchOptions {
     /// Sets the causation id.
     pub fn causation_id(mut self, id: Uuid) -> Self {
         self.causation_id = Some(id);
+        self
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
         self
     }
 
@@ -104,4 +113,30 @@ pub struct Dispatched<T> {
     /// Global position of the last stored event, `None` when nothing was stored. Pass it to
     /// read-your-writes waits.
     pub position: Option<Position>,
+}
+
+/// The message being handled on the current task: what a nested dispatch inherits through
+/// [`ContextPropagationMiddleware`](crate::middleware::ContextPropagationMiddleware).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecutionContext {
+    /// The flow's correlation id.
+    pub correlation_id: Uuid,
+    /// The id of the message being handled (the causation of anything it causes).
+    pub message_id: Uuid,
+}
+
+tokio::task_local! {
+    static CURRENT: ExecutionContext;
+}
+
+impl ExecutionContext {
+    /// The context of the message handled on this task, if any.
+    pub fn current() -> Option<Self> {
+        CURRENT.try_with(|c| *c).ok()
+    }
+
+    /// Runs `future` as the handling of this context's message.
+    pub(crate) async fn scope<F: std::future::Future>(self, future: F) -> F::Output {
+        CURRENT.scope(self, future).await
+    }
 }

@@ -6,7 +6,7 @@ use interlock_core::{AggregateId, Command, ExpectedVersion, NewEvent, StreamId};
 
 use crate::aggregate::{Aggregate, AggregateRuntime, HandlesCommand};
 use crate::cache::Loaded;
-use crate::context::{CommandContext, DispatchOptions, Dispatched};
+use crate::context::{CommandContext, DispatchOptions, Dispatched, ExecutionContext};
 use crate::emit::{Emitted, run_in_scope};
 use crate::engine::Engine;
 use crate::error::Error;
@@ -160,8 +160,16 @@ where
         });
     }
     let ctx = CommandContext::new(C::TYPE_NAME, options);
-    let (result, emitted) =
-        run_in_scope(runtime.appliers.clone(), loaded.state.handle(command, &ctx)).await;
+    let current = ExecutionContext {
+        correlation_id: ctx.correlation_id,
+        message_id: ctx.command_id,
+    };
+    let (result, emitted) = current
+        .scope(run_in_scope(
+            runtime.appliers.clone(),
+            loaded.state.handle(command, &ctx),
+        ))
+        .await;
     // From here on, any early return drops `loaded`: the cache never sees a failed command's copy.
     let output = result.map_err(Error::Domain)?;
     let events = to_new_events::<A, C>(&stream, &ctx, emitted)?;

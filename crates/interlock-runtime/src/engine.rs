@@ -18,10 +18,12 @@ use crate::aggregate::{
 };
 use crate::context::{DispatchOptions, Dispatched};
 use crate::error::Error;
+use crate::middleware::{MessageInfo, Middleware, Next, Outcome};
 use crate::processor::{
     Delivery, EventProcessor, ProcessorEnv, ProcessorHandle, ProcessorRegistration, QueryFn,
     QueryRoute, RebuildProgress,
 };
+use futures::future::BoxFuture;
 
 pub(crate) const CREATED: u8 = 0;
 pub(crate) const STARTED: u8 = 1;
@@ -41,6 +43,7 @@ pub(crate) struct Engine {
     pub(crate) queries: HashMap<TypeId, QueryRoute>,
     /// `Arc<RwLock<P>>` by `TypeId::of::<P>()`.
     instances: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    pub(crate) middleware: Vec<Arc<dyn Middleware>>,
     pub(crate) state: AtomicU8,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -54,6 +57,7 @@ impl Engine {
         known_events: HashMap<&'static str, u32>,
         aggregates_registered: Vec<AggregateRegistration>,
         processors_registered: Vec<ProcessorRegistration>,
+        middleware: Vec<Arc<dyn Middleware>>,
     ) -> Self {
         let mut commands = HashMap::new();
         let mut aggregates = HashMap::new();
@@ -89,6 +93,7 @@ impl Engine {
             processors,
             queries,
             instances,
+            middleware,
             state: AtomicU8::new(CREATED),
             shutdown: watch::Sender::new(false),
             tasks: Mutex::new(Vec::new()),
@@ -261,16 +266,55 @@ impl Application {
             command = C::TYPE_NAME,
             aggregate = route.aggregate_type
         );
-        let dispatched =
+        let dispatched = if self.engine.middleware.is_empty() {
             tracing::Instrument::instrument(handler(self.engine.clone(), command, options), span)
-                .await?;
+                .await?
+        } else {
+            let info = MessageInfo::command::<C>(route.aggregate_type, command.aggregate_id());
+            let rerun = Rerun::new(command);
+            let engine = &self.engine;
+            let terminal =
+                move |options: DispatchOptions| -> BoxFuture<'_, Result<Outcome, Error>> {
+                    let command = rerun.take();
+                    let engine = engine.clone();
+                    Box::pin(async move {
+                        let d = handler(engine, command?, options).await?;
+                        Ok(Outcome {
+                            output: Box::new(d.output),
+                            version: Some(d.version),
+                            events: d.events,
+                            position: d.position,
+                        })
+                    })
+                };
+            let outcome = tracing::Instrument::instrument(
+                Next::new(&self.engine.middleware, &info, &terminal).run(options),
+                span,
+            )
+            .await?;
+            let output = outcome.output.downcast::<C::Output>().map_err(|_| {
+                Error::Validation(interlock_core::ValidationError::new(
+                    "middleware",
+                    format!(
+                        "a middleware replaced the output of {} with another type",
+                        C::TYPE_NAME
+                    ),
+                ))
+            })?;
+            Dispatched {
+                output: *output,
+                version: outcome.version.unwrap_or_default(),
+                events: outcome.events,
+                position: outcome.position,
+            }
+        };
         if let Some(position) = dispatched.position {
             self.engine.run_inline(position).await?;
         }
         Ok(dispatched)
     }
 
-    /// Asks the projection that answers `Q`.
+    /// Asks the projection that answers `Q` (through the middleware that intercepts it).
     pub async fn query<Q: Query>(&self, query: Q) -> Result<Q::Output, Error> {
         let route = self
             .engine
@@ -285,11 +329,52 @@ impl Application {
             .ok_or(Error::NoQueryHandler {
                 query: Q::TYPE_NAME,
             })?;
-        answer(query).await.map_err(|e| Error::Query {
-            query: Q::TYPE_NAME,
-            projection: route.processor,
-            message: e.to_string(),
-        })
+        let ask = |query: Q| async move {
+            answer(query).await.map_err(|e| Error::Query {
+                query: Q::TYPE_NAME,
+                projection: route.processor,
+                message: e.to_string(),
+            })
+        };
+        if self.engine.middleware.is_empty() {
+            return ask(query).await;
+        }
+        let info = MessageInfo::query::<Q>(route.processor);
+        let slot = std::sync::Mutex::new(Some(query));
+        let terminal = |_options: DispatchOptions| -> BoxFuture<'_, Result<Outcome, Error>> {
+            let query = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+            Box::pin(async move {
+                // Queries are not required to be serde types, so they cannot be re-run.
+                let query = query.ok_or_else(|| {
+                    Error::Validation(interlock_core::ValidationError::new(
+                        "query",
+                        format!("query {} cannot be run twice by middleware", Q::TYPE_NAME),
+                    ))
+                })?;
+                Ok(Outcome {
+                    output: Box::new(ask(query).await?),
+                    version: None,
+                    events: 0,
+                    position: None,
+                })
+            })
+        };
+        let outcome = Next::new(&self.engine.middleware, &info, &terminal)
+            .run(DispatchOptions::default())
+            .await?;
+        outcome
+            .output
+            .downcast::<Q::Output>()
+            .map(|output| *output)
+            .map_err(|_| {
+                Error::Validation(interlock_core::ValidationError::new(
+                    "middleware",
+                    format!(
+                        "a middleware replaced the answer to {} with another type",
+                        Q::TYPE_NAME
+                    ),
+                ))
+            })
     }
 
     /// Waits until every processor has handled every event up to `position` (read your own
@@ -408,5 +493,41 @@ impl Application {
     /// The event store the application writes to.
     pub fn event_store(&self) -> &Arc<dyn EventStore> {
         &self.engine.store
+    }
+}
+
+/// A message that middleware may run more than once: the first run takes the original, later
+/// runs get a fresh copy decoded from a JSON copy taken before the first run.
+struct Rerun<M> {
+    original: std::sync::Mutex<Option<M>>,
+    copy: Result<Vec<u8>, String>,
+}
+
+impl<M: serde::Serialize + serde::de::DeserializeOwned> Rerun<M> {
+    fn new(message: M) -> Self {
+        let copy = serde_json::to_vec(&message).map_err(|e| e.to_string());
+        Self {
+            original: std::sync::Mutex::new(Some(message)),
+            copy,
+        }
+    }
+
+    fn take(&self) -> Result<M, Error> {
+        if let Some(original) = self
+            .original
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            return Ok(original);
+        }
+        let again = |reason: String| {
+            Error::Validation(interlock_core::ValidationError::new(
+                "command",
+                format!("cannot run the command again: {reason}"),
+            ))
+        };
+        let copy = self.copy.as_ref().map_err(|e| again(e.clone()))?;
+        serde_json::from_slice(copy).map_err(|e| again(e.to_string()))
     }
 }

@@ -225,6 +225,26 @@ pub enum Error {
         /// What it said.
         message: String,
     },
+    /// An idempotent dispatch could not be decided or answered.
+    #[error("idempotency key {key}: {message}")]
+    Idempotency {
+        /// The (namespaced) key.
+        key: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A lifecycle hook failed; every hook still ran.
+    #[error("{} lifecycle hook(s) failed: {}", failures.len(), failures.join("; "))]
+    Lifecycle {
+        /// One line per failed hook.
+        failures: Vec<String>,
+    },
+    /// A handler needed a dependency that was not registered.
+    #[error("missing dependency {type_name}: register it with register_dependency")]
+    MissingDependency {
+        /// The dependency's type.
+        type_name: &'static str,
+    },
     /// A wait did not finish in time.
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(std::time::Duration, String),

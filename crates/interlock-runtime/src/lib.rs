@@ -29,6 +29,7 @@ mod engine;
 mod error;
 mod memory;
 mod memory_side;
+pub mod middleware;
 pub mod migration;
 pub mod processor;
 mod snapshot;
@@ -38,7 +39,7 @@ pub use aggregate::{
     Aggregate, AggregateRoutes, AggregateSettings, AppliesEvent, HandlesCommand, UnknownEventPolicy,
 };
 pub use builder::ApplicationBuilder;
-pub use context::{CommandContext, DispatchOptions, Dispatched};
+pub use context::{CommandContext, DispatchOptions, Dispatched, ExecutionContext};
 pub use emit::Emit;
 pub use engine::Application;
 pub use error::{BuildError, DomainError, Error, ProcessingFailure};

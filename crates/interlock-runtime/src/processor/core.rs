@@ -20,6 +20,7 @@ use super::registration::ProcessorEnv;
 use super::routes::{InvokeFn, ProcessorRoutes};
 use super::settings::{Delivery, FailurePolicy, ProcessorSettings, RebuildProgress};
 use super::{EventProcessor, HandlerError};
+use crate::context::ExecutionContext;
 use crate::error::{Error, ProcessingFailure};
 
 pub(crate) struct Cursor {
@@ -145,7 +146,12 @@ impl<P: EventProcessor> HandlerSink<P> {
                     stream = %event.stream_id,
                     version = event.stream_version
                 );
-                tracing::Instrument::instrument(invoke(processor, event, P::NAME), span).await
+                let current = ExecutionContext {
+                    correlation_id: event.correlation_id.unwrap_or(*event.event_id.as_uuid()),
+                    message_id: *event.event_id.as_uuid(),
+                };
+                let handling = current.scope(invoke(processor, event, P::NAME));
+                tracing::Instrument::instrument(handling, span).await
             };
             match result {
                 Ok(()) => return Ok(()),
