@@ -7,6 +7,8 @@ use interlock::prelude::*;
 use interlock::{ExpectedVersion, NewEvent};
 use serde::{Deserialize, Serialize};
 
+pub mod reload_model;
+
 /// Events per benchmark, from `INTERLOCK_BENCH_N` (CI runs a small smoke size).
 pub fn bench_size(default: u64) -> u64 {
     std::env::var("INTERLOCK_BENCH_N")
