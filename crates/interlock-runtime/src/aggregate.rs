@@ -146,6 +146,7 @@ struct EventRoute<A> {
 
 /// The list of commands and events an aggregate declares in [`Aggregate::configure`].
 pub struct AggregateRoutes<A: Aggregate> {
+    requirements: Vec<crate::services::Requirement>,
     commands: Vec<(&'static str, TypeId, RouteFactory<A>)>,
     events: Vec<EventRoute<A>>,
 }
@@ -153,6 +154,7 @@ pub struct AggregateRoutes<A: Aggregate> {
 impl<A: Aggregate> AggregateRoutes<A> {
     fn new() -> Self {
         Self {
+            requirements: Vec::new(),
             commands: Vec::new(),
             events: Vec::new(),
         }
@@ -195,6 +197,13 @@ impl<A: Aggregate> AggregateRoutes<A> {
         });
         self.commands
             .push((C::TYPE_NAME, TypeId::of::<C>(), factory));
+        self
+    }
+
+    /// Declares that a handler takes `T` (a [`Dep`](crate::Dep), say), so `build()` checks it
+    /// is registered.
+    pub fn requires<T: crate::services::FromServices>(&mut self) -> &mut Self {
+        self.requirements.extend(T::requirement());
         self
     }
 
@@ -394,6 +403,8 @@ pub(crate) struct AggregateRegistration {
     pub(crate) problems: Vec<String>,
     /// The event types it reads, with the schema version it expects.
     pub(crate) events: Vec<(&'static str, u32)>,
+    /// Dependencies its handlers take.
+    pub(crate) requirements: Vec<crate::services::Requirement>,
 }
 
 impl AggregateRegistration {
@@ -436,6 +447,7 @@ impl AggregateRegistration {
             runtime,
             problems,
             events,
+            requirements: routes.requirements,
         }
     }
 }

@@ -11,11 +11,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::aggregate::{Aggregate, AggregateRegistration, AggregateRuntime, AggregateSettings};
-use crate::engine::{Application, Engine};
+use crate::engine::{Application, Engine, EngineParts};
 use crate::error::BuildError;
 use crate::memory::InMemoryEventStore;
 use crate::middleware::{Middleware, MiddlewareEnv};
 use crate::processor::{BatchProcessor, EventProcessor, ProcessorRegistration, ProcessorSettings};
+use crate::services::{Dependencies, ErasedLifecycle, Lifecycle, Services, SharedHook};
 use crate::snapshot::{SnapshotConfig, SnapshotPolicy};
 
 /// Configures an [`Application`].
@@ -37,6 +38,8 @@ pub struct ApplicationBuilder {
     processors: Vec<ProcessorRegistration>,
     upcasters: Upcasters,
     middleware: Vec<Box<dyn Middleware>>,
+    dependencies: Dependencies,
+    hooks: Vec<Arc<dyn ErasedLifecycle>>,
     problems: Vec<String>,
 }
 
@@ -149,6 +152,38 @@ impl ApplicationBuilder {
         self.register_projection_with(processor, settings)
     }
 
+    /// Registers a dependency: handlers take it as a [`Dep<T>`](crate::Dep) parameter (or from
+    /// their context). One value per type.
+    pub fn register_dependency<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        if !self.dependencies.insert(Arc::new(value)) {
+            self.problems.push(format!(
+                "dependency {} is registered twice",
+                std::any::type_name::<T>()
+            ));
+        }
+        self
+    }
+
+    /// Registers a dependency that also starts and stops with the application.
+    pub fn register_managed_dependency<T: Lifecycle>(mut self, value: T) -> Self {
+        let value = Arc::new(value);
+        if !self.dependencies.insert(value.clone()) {
+            self.problems.push(format!(
+                "dependency {} is registered twice",
+                std::any::type_name::<T>()
+            ));
+        }
+        self.hooks.push(Arc::new(SharedHook(value)));
+        self
+    }
+
+    /// Registers a lifecycle hook: started by `start()` in registration order, shut down by
+    /// `shutdown()` in reverse order.
+    pub fn register_lifecycle(mut self, hook: impl Lifecycle) -> Self {
+        self.hooks.push(Arc::new(hook));
+        self
+    }
+
     /// Adds a middleware around command and query handling. The first registered is the
     /// outermost; limit one to some message types with
     /// [`MiddlewareExt::only`](crate::middleware::MiddlewareExt::only).
@@ -244,6 +279,25 @@ impl ApplicationBuilder {
                 }
             }
         }
+        let needs = self
+            .aggregates
+            .iter()
+            .map(|a| ("aggregate", a.type_name, &a.requirements))
+            .chain(
+                self.processors
+                    .iter()
+                    .map(|p| ("processor", p.name, &p.requirements)),
+            );
+        for (kind, name, requirements) in needs {
+            for requirement in requirements {
+                if !self.dependencies.contains(requirement.type_id) {
+                    problems.push(format!(
+                        "{kind} {name} needs dependency {}, which is not registered (register_dependency)",
+                        requirement.type_name
+                    ));
+                }
+            }
+        }
         let mut known_events: HashMap<&'static str, (u32, &'static str)> = HashMap::new();
         let readers = self
             .aggregates
@@ -281,16 +335,25 @@ impl ApplicationBuilder {
                 Arc::from(m)
             })
             .collect();
-        Ok(Application {
-            engine: Arc::new(Engine::new(
-                store,
-                side,
-                Arc::new(self.upcasters),
-                known_events.into_iter().map(|(k, (v, _))| (k, v)).collect(),
-                self.aggregates,
-                self.processors,
-                middleware,
-            )),
-        })
+        let known_events = known_events.into_iter().map(|(k, (v, _))| (k, v)).collect();
+        let parts = EngineParts {
+            store,
+            side,
+            upcasters: Arc::new(self.upcasters),
+            known_events,
+            aggregates: self.aggregates,
+            processors: self.processors,
+            middleware,
+            hooks: self.hooks,
+        };
+        let dependencies = self.dependencies;
+        let engine = Arc::new_cyclic(|weak| {
+            let services = Arc::new(Services {
+                dependencies,
+                engine: weak.clone(),
+            });
+            Engine::new(parts, services)
+        });
+        Ok(Application { engine })
     }
 }

@@ -1,6 +1,11 @@
 //! What a command handler knows about the dispatch it runs in.
 
+use std::sync::Arc;
+
 use interlock_core::{Metadata, Position};
+
+use crate::error::Error;
+use crate::services::{FromServices, Services};
 use uuid::Uuid;
 
 /// Options for one dispatch: correlation, causation and metadata stamped on every event it stores.
@@ -56,10 +61,15 @@ pub struct CommandContext {
     pub(crate) correlation_id: Uuid,
     pub(crate) causation_id: Uuid,
     pub(crate) metadata: Metadata,
+    pub(crate) services: Arc<Services>,
 }
 
 impl CommandContext {
-    pub(crate) fn new(command_type: &'static str, options: DispatchOptions) -> Self {
+    pub(crate) fn new(
+        command_type: &'static str,
+        options: DispatchOptions,
+        services: Arc<Services>,
+    ) -> Self {
         let command_id = Uuid::now_v7();
         Self {
             command_id,
@@ -67,12 +77,28 @@ impl CommandContext {
             correlation_id: options.correlation_id.unwrap_or(command_id),
             causation_id: options.causation_id.unwrap_or(command_id),
             metadata: options.metadata,
+            services,
         }
+    }
+
+    /// Takes a handler parameter (a [`Dep<T>`](crate::Dep), a
+    /// [`CommandSender`](crate::CommandSender), ...) from the application's services.
+    pub fn extract<T: FromServices>(&self) -> Result<T, Error> {
+        T::from_services(&self.services)
+    }
+
+    /// The application's services.
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 
     /// A context for calling a handler directly, outside an application (unit tests).
     pub fn detached(command_type: &'static str) -> Self {
-        Self::new(command_type, DispatchOptions::default())
+        Self::new(
+            command_type,
+            DispatchOptions::default(),
+            Arc::new(Services::detached()),
+        )
     }
 
     /// The id given to this dispatch of the command.

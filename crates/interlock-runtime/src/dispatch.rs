@@ -159,7 +159,7 @@ where
             command: Some(C::TYPE_NAME),
         });
     }
-    let ctx = CommandContext::new(C::TYPE_NAME, options);
+    let ctx = CommandContext::new(C::TYPE_NAME, options, engine.services.clone());
     let current = ExecutionContext {
         correlation_id: ctx.correlation_id,
         message_id: ctx.command_id,

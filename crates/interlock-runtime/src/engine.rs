@@ -23,6 +23,7 @@ use crate::processor::{
     Delivery, EventProcessor, ProcessorEnv, ProcessorHandle, ProcessorRegistration, QueryFn,
     QueryRoute, RebuildProgress,
 };
+use crate::services::{ErasedLifecycle, Services, run_hooks};
 use futures::future::BoxFuture;
 
 pub(crate) const CREATED: u8 = 0;
@@ -44,21 +45,37 @@ pub(crate) struct Engine {
     /// `Arc<RwLock<P>>` by `TypeId::of::<P>()`.
     instances: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     pub(crate) middleware: Vec<Arc<dyn Middleware>>,
+    pub(crate) services: Arc<Services>,
+    hooks: Vec<Arc<dyn ErasedLifecycle>>,
     pub(crate) state: AtomicU8,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// What `build()` has checked and hands to the engine.
+pub(crate) struct EngineParts {
+    pub(crate) store: Arc<dyn EventStore>,
+    pub(crate) side: SideStores,
+    pub(crate) upcasters: Arc<Upcasters>,
+    pub(crate) known_events: HashMap<&'static str, u32>,
+    pub(crate) aggregates: Vec<AggregateRegistration>,
+    pub(crate) processors: Vec<ProcessorRegistration>,
+    pub(crate) middleware: Vec<Arc<dyn Middleware>>,
+    pub(crate) hooks: Vec<Arc<dyn ErasedLifecycle>>,
+}
+
 impl Engine {
-    pub(crate) fn new(
-        store: Arc<dyn EventStore>,
-        side: SideStores,
-        upcasters: Arc<Upcasters>,
-        known_events: HashMap<&'static str, u32>,
-        aggregates_registered: Vec<AggregateRegistration>,
-        processors_registered: Vec<ProcessorRegistration>,
-        middleware: Vec<Arc<dyn Middleware>>,
-    ) -> Self {
+    pub(crate) fn new(parts: EngineParts, services: Arc<Services>) -> Self {
+        let EngineParts {
+            store,
+            side,
+            upcasters,
+            known_events,
+            aggregates: aggregates_registered,
+            processors: processors_registered,
+            middleware,
+            hooks,
+        } = parts;
         let mut commands = HashMap::new();
         let mut aggregates = HashMap::new();
         for registration in aggregates_registered {
@@ -81,6 +98,7 @@ impl Engine {
                 store: store.clone(),
                 side: side.clone(),
                 upcasters: upcasters.clone(),
+                services: services.clone(),
             }));
         }
         Self {
@@ -94,6 +112,8 @@ impl Engine {
             queries,
             instances,
             middleware,
+            services,
+            hooks,
             state: AtomicU8::new(CREATED),
             shutdown: watch::Sender::new(false),
             tasks: Mutex::new(Vec::new()),
@@ -188,6 +208,7 @@ impl Application {
             Err(STARTED) => return Ok(()),
             Err(_) => return Err(Error::ShutDown),
         }
+        let failures = run_hooks(self.engine.hooks.iter(), true).await;
         let mut tasks = Vec::new();
         for processor in &self.engine.processors {
             if processor.delivery() == Delivery::Background {
@@ -201,7 +222,12 @@ impl Application {
             .unwrap_or_else(PoisonError::into_inner)
             .extend(tasks);
         let head = self.engine.store.head_position().await?;
-        self.engine.run_inline(head).await
+        self.engine.run_inline(head).await?;
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Lifecycle { failures })
+        }
     }
 
     /// Stops the application: background processors finish the batch in hand and stop; later
@@ -223,7 +249,12 @@ impl Application {
                 tracing::error!(error = %e, "a processor task panicked");
             }
         }
-        Ok(())
+        let failures = run_hooks(self.engine.hooks.iter().rev(), false).await;
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Lifecycle { failures })
+        }
     }
 
     /// Sends a command to the aggregate that handles it and returns the handler's output.

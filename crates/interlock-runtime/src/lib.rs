@@ -32,6 +32,7 @@ mod memory_side;
 pub mod middleware;
 pub mod migration;
 pub mod processor;
+mod services;
 mod snapshot;
 mod temporal;
 
@@ -49,6 +50,9 @@ pub use processor::{
     AnswersQuery, EventContext, EventProcessor, HandlerError, HandlesEvent, ProcessorRoutes,
     ProcessorSettings,
 };
+pub use services::{
+    CommandSender, Dep, Dependencies, FromServices, Lifecycle, Requirement, Services,
+};
 pub use snapshot::SnapshotPolicy;
 pub use temporal::HistoryEntry;
 
@@ -63,6 +67,7 @@ pub mod prelude {
         AnswersQuery, EventContext, EventProcessor, HandlerError, HandlesEvent, ProcessorRoutes,
         ProcessorSettings,
     };
+    pub use crate::{CommandSender, Dep, Lifecycle};
     pub use interlock_core::{
         AggregateId, Command, Event, EventStore, ExpectedVersion, NewEvent, Position, Query,
         RecordedEvent, StreamId,

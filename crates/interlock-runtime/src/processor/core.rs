@@ -22,6 +22,7 @@ use super::settings::{Delivery, FailurePolicy, ProcessorSettings, RebuildProgres
 use super::{EventProcessor, HandlerError};
 use crate::context::ExecutionContext;
 use crate::error::{Error, ProcessingFailure};
+use crate::services::Services;
 
 pub(crate) struct Cursor {
     position: Position,
@@ -109,6 +110,7 @@ pub(crate) struct HandlerSink<P: EventProcessor> {
     checkpoints: Arc<dyn CheckpointStore>,
     dead_letters: Arc<dyn DeadLetterStore>,
     upcasters: Arc<Upcasters>,
+    services: Arc<Services>,
 }
 
 impl<P: EventProcessor> HandlerSink<P> {
@@ -125,6 +127,7 @@ impl<P: EventProcessor> HandlerSink<P> {
             checkpoints: env.side.checkpoints.clone(),
             dead_letters: env.side.dead_letters.clone(),
             upcasters: env.upcasters.clone(),
+            services: env.services.clone(),
         }
     }
 
@@ -150,7 +153,7 @@ impl<P: EventProcessor> HandlerSink<P> {
                     correlation_id: event.correlation_id.unwrap_or(*event.event_id.as_uuid()),
                     message_id: *event.event_id.as_uuid(),
                 };
-                let handling = current.scope(invoke(processor, event, P::NAME));
+                let handling = current.scope(invoke(processor, event, P::NAME, &self.services));
                 tracing::Instrument::instrument(handling, span).await
             };
             match result {

@@ -68,6 +68,9 @@ use chrono::{DateTime, Utc};
 use interlock_core::{Event, EventId, Metadata, Position, Query, RecordedEvent, StreamId};
 use uuid::Uuid;
 
+use crate::error::Error;
+use crate::services::{FromServices, Services};
+
 /// A type that reacts to events: a projection (which also answers queries) or an event processor.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an event processor",
@@ -115,13 +118,38 @@ pub trait AnswersQuery<Q: Query>: EventProcessor {
 pub struct EventContext<'a> {
     event: &'a RecordedEvent,
     processor: &'static str,
+    services: Option<&'a Services>,
 }
 
 impl<'a> EventContext<'a> {
     /// The context of `event` delivered to `processor` (for processors that decode events
     /// themselves, such as backends' batch processors).
     pub fn new(event: &'a RecordedEvent, processor: &'static str) -> Self {
-        Self { event, processor }
+        Self {
+            event,
+            processor,
+            services: None,
+        }
+    }
+
+    /// The same context with the application's services (dependencies, command sender).
+    pub fn with_services(mut self, services: &'a Services) -> Self {
+        self.services = Some(services);
+        self
+    }
+
+    /// Takes a handler parameter (a [`Dep<T>`](crate::Dep), a
+    /// [`CommandSender`](crate::CommandSender), ...) from the application's services.
+    pub fn extract<T: FromServices>(&self) -> Result<T, Error> {
+        match self.services {
+            Some(services) => T::from_services(services),
+            None => T::from_services(&Services::detached()),
+        }
+    }
+
+    /// The name of the processor handling the event.
+    pub fn processor(&self) -> &'static str {
+        self.processor
     }
 
     /// The event's id.

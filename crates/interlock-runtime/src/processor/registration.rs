@@ -4,6 +4,8 @@ use std::any::{Any, TypeId};
 use std::sync::Arc;
 
 use interlock_core::upcast::Upcasters;
+
+use crate::services::{Requirement, Services};
 use interlock_core::{EventStore, SideStores};
 use tokio::sync::RwLock;
 
@@ -19,6 +21,7 @@ pub(crate) struct ProcessorEnv {
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) side: SideStores,
     pub(crate) upcasters: Arc<Upcasters>,
+    pub(crate) services: Arc<Services>,
 }
 
 /// A processor registered with the builder, waiting for `build()` to give it its stores.
@@ -30,6 +33,8 @@ pub(crate) struct ProcessorRegistration {
     pub(crate) problems: Vec<String>,
     /// The event types it handles, with the schema version it expects.
     pub(crate) events: Vec<(&'static str, u32)>,
+    /// Dependencies its handlers take.
+    pub(crate) requirements: Vec<Requirement>,
     assemble: Assemble,
 }
 
@@ -40,10 +45,12 @@ impl ProcessorRegistration {
         let queries = routes.take_queries(&shared);
         let problems = std::mem::take(&mut routes.problems);
         let events = routes.versions.clone();
+        let requirements = routes.requirements.clone();
         Self {
             name: P::NAME,
             queries,
             events,
+            requirements,
             instance: Some((TypeId::of::<P>(), shared.clone())),
             problems,
             assemble: Box::new(move |env| {
@@ -59,6 +66,7 @@ impl ProcessorRegistration {
             name: T::NAME,
             queries: Vec::new(),
             events: Vec::new(),
+            requirements: Vec::new(),
             instance: None,
             problems: Vec::new(),
             assemble: Box::new(move |env| {

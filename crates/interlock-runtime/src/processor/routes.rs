@@ -9,12 +9,14 @@ use interlock_core::{Event, Query, RecordedEvent};
 use tokio::sync::RwLock;
 
 use super::{AnswersQuery, EventContext, EventProcessor, HandlerError, HandlesEvent};
+use crate::services::{FromServices, Requirement, Services};
 
 /// Decodes a stored event and hands it to the processor's handler.
 pub(crate) type InvokeFn<P> = for<'a> fn(
     &'a mut P,
     &'a RecordedEvent,
     &'static str,
+    &'a Services,
 ) -> BoxFuture<'a, Result<(), HandlerError>>;
 
 /// Answers one query type from a shared projection.
@@ -37,6 +39,8 @@ pub struct ProcessorRoutes<P: EventProcessor> {
     pub(crate) events: HashMap<&'static str, InvokeFn<P>>,
     /// The event types handled, with the schema version each handler expects.
     pub(crate) versions: Vec<(&'static str, u32)>,
+    /// Dependencies the handlers take, checked by `build()`.
+    pub(crate) requirements: Vec<Requirement>,
     queries: Vec<(&'static str, TypeId, QueryFactory<P>)>,
     pub(crate) problems: Vec<String>,
 }
@@ -46,6 +50,7 @@ impl<P: EventProcessor> ProcessorRoutes<P> {
         let mut routes = Self {
             events: HashMap::new(),
             versions: Vec::new(),
+            requirements: Vec::new(),
             queries: Vec::new(),
             problems: Vec::new(),
         };
@@ -72,6 +77,13 @@ impl<P: EventProcessor> ProcessorRoutes<P> {
                 E::TYPE_NAME
             ));
         }
+        self
+    }
+
+    /// Declares that a handler takes `T` (a [`Dep`](crate::Dep), say), so `build()` checks it
+    /// is registered.
+    pub fn requires<T: FromServices>(&mut self) -> &mut Self {
+        self.requirements.extend(T::requirement());
         self
     }
 
@@ -121,11 +133,11 @@ fn invoke<'a, P: HandlesEvent<E>, E: Event>(
     processor: &'a mut P,
     event: &'a RecordedEvent,
     name: &'static str,
+    services: &'a Services,
 ) -> BoxFuture<'a, Result<(), HandlerError>> {
     Box::pin(async move {
         let payload = event.decode::<E>()?;
-        processor
-            .handle(payload, &EventContext::new(event, name))
-            .await
+        let ctx = EventContext::new(event, name).with_services(services);
+        processor.handle(payload, &ctx).await
     })
 }
