@@ -79,7 +79,9 @@ pub(crate) async fn append(
     let inner = store.inner();
     let columns = Columns::new(events)?;
     let (kind, exact) = expectation(expected);
-    let channel = if inner.config.notify {
+    // Only inside a caller's transaction does the statement itself NOTIFY (at that
+    // transaction's commit, which only the caller sees); pool appends announce after commit.
+    let channel = if inner.config.notify && savepoint {
         inner.channel.as_str()
     } else {
         ""

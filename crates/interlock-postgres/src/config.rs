@@ -34,8 +34,9 @@ pub struct PgConfig {
     pub horizon_wait: Duration,
     /// Events a subscription reads per query while catching up.
     pub subscription_batch: usize,
-    /// Whether appends send a `NOTIFY` (at commit) to wake subscriptions at once. Without it,
-    /// subscriptions still see every event, within [`poll_interval`](Self::poll_interval).
+    /// Whether appends wake subscriptions at once: this process's directly, other processes'
+    /// through a `NOTIFY` sent after the commit. Without it, subscriptions still see every
+    /// event, within [`poll_interval`](Self::poll_interval).
     pub notify: bool,
 }
 

@@ -30,8 +30,8 @@
 //! An append is one SQL statement, so outside a caller's transaction it is its own
 //! transaction and costs one round trip. It locks the stream's row (`SELECT ... FOR UPDATE`),
 //! checks the expected version against it, inserts the whole batch with one multi-row
-//! `INSERT ... SELECT ... FROM unnest($arrays)`, updates the stream row and, if enabled,
-//! `NOTIFY`s (delivered at commit). Nothing is written when the expectation fails. Two writers
+//! `INSERT ... SELECT ... FROM unnest($arrays)` and updates the stream row. Nothing is
+//! written when the expectation fails. Two writers
 //! creating the same stream have no row to lock; the unique version index stops the second,
 //! which is answered with [`ConcurrencyError`](interlock_core::ConcurrencyError) carrying the
 //! version it lost to. A batch whose event ids are already stored, in order and with the same
@@ -81,9 +81,13 @@
 //! ## Subscriptions
 //!
 //! [`subscribe_all`](interlock_core::EventStore::subscribe_all) reads in batches up to the
-//! horizon, then sleeps until woken. A background task `LISTEN`s on the schema's channel and
-//! wakes subscriptions when an append commits; it reconnects with backoff when its connection
-//! dies. A notification is only a wake-up: a fallback tick every [`PgConfig::poll_interval`]
+//! horizon, then sleeps until woken. A committed append wakes this process's subscriptions
+//! directly and has a background task send one coalesced `NOTIFY` on the schema's channel
+//! (not inside the append's transaction: PostgreSQL serialises the commits of notifying
+//! transactions, which would cost concurrent writers their shared WAL flushes; appends made
+//! with [`PgEventStore::append_in`] do notify inside the caller's transaction, at its
+//! commit). Another task `LISTEN`s on the channel and wakes subscriptions when any process
+//! appended; it reconnects with backoff when its connection dies. A notification is only a wake-up: a fallback tick every [`PgConfig::poll_interval`]
 //! re-polls anyway, because notifications can be lost and because the end of a transaction
 //! that held readers back sends none.
 //!

@@ -34,6 +34,8 @@ pub(crate) struct Inner {
     pub(crate) config: PgConfig,
     pub(crate) channel: String,
     pub(crate) notifier: Arc<AppendNotifier>,
+    /// Rung after each committed append made through the pool (see `listen`).
+    pub(crate) doorbell: Arc<tokio::sync::Notify>,
     _tasks: Tasks,
 }
 
@@ -86,7 +88,7 @@ impl PgEventStore {
         schema::migrate(&pool, &config.schema).await?;
         let notifier = Arc::new(AppendNotifier::new());
         let channel = channel_name(&config.schema);
-        let tasks = listen::start(
+        let (tasks, doorbell) = listen::start(
             pool.clone(),
             channel.clone(),
             notifier.clone(),
@@ -98,6 +100,7 @@ impl PgEventStore {
                 pool,
                 channel,
                 notifier,
+                doorbell,
                 config,
                 _tasks: tasks,
             }),
@@ -135,6 +138,10 @@ impl PgEventStore {
     /// writes. Same checks and errors as [`EventStore::append`]; the events become readable,
     /// and subscriptions are woken, when the caller commits. A failed append rolls back only
     /// its own work (it runs under a savepoint), so the caller's transaction stays usable.
+    ///
+    /// The wake-up is a `NOTIFY` inside the caller's transaction (delivered at its commit);
+    /// PostgreSQL serialises the commits of notifying transactions, so heavy concurrent use
+    /// of this method may prefer [`PgConfig::notify`] off and the fallback polling.
     pub async fn append_in(
         &self,
         conn: &mut PgConnection,
@@ -213,7 +220,15 @@ impl EventStore for PgEventStore {
         // Validate before taking a connection: bad input never costs a round trip.
         interlock_core::validate_append(expected, &events)?;
         let mut conn = self.inner.pool.acquire().await.map_err(store_error)?;
-        crate::append::append(self, &mut conn, false, stream, expected, &events).await
+        let result = crate::append::append(self, &mut conn, false, stream, expected, &events).await;
+        drop(conn);
+        if matches!(result, Ok(ref r) if !r.already_appended) && self.inner.config.notify {
+            // Committed: wake this process's subscriptions now, and other processes' through
+            // one coalesced NOTIFY.
+            self.inner.notifier.notify();
+            self.inner.doorbell.notify_one();
+        }
+        result
     }
 
     async fn read_stream(

@@ -16,6 +16,11 @@ use interlock_postgres::PgEventStore;
 use interlock_testing::conformance::{test_event, test_events};
 use sqlx_core::row::Row;
 
+/// These tests hold transactions open on purpose, and an open transaction holds back every
+/// reader on the server (the horizon is cluster-wide): run them one at a time so their
+/// timing assertions measure their own transactions.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn stream(id: &str) -> StreamId {
     StreamId::new("Gap", id).unwrap()
 }
@@ -69,6 +74,7 @@ impl Follower {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_commit_is_skipped_by_the_naive_reader_and_not_by_read_all() {
+    let _serial = SERIAL.lock().await;
     // A short horizon wait: while the first transaction is open, reads return what is safe
     // after 200 ms instead of waiting the default 5 s.
     let Some(store) = common::store_with(|mut c| {
@@ -172,6 +178,7 @@ async fn a_late_commit_is_skipped_by_the_naive_reader_and_not_by_read_all() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolled_back_transaction_leaves_no_gap_and_no_stall() {
+    let _serial = SERIAL.lock().await;
     let Some(store) = common::store_with(|mut c| {
         c.horizon_wait = Duration::from_millis(100);
         c.poll_interval = Duration::from_millis(100);
@@ -286,6 +293,7 @@ async fn collect(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interleaved_writers_with_rollbacks_reach_every_subscriber_exactly_once() {
+    let _serial = SERIAL.lock().await;
     const WRITERS: u64 = 8;
     const TRANSACTIONS: u64 = 8;
     const STREAMS: u64 = 4;
@@ -369,6 +377,7 @@ async fn interleaved_writers_with_rollbacks_reach_every_subscriber_exactly_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_survive_the_loss_of_the_listen_connection() {
+    let _serial = SERIAL.lock().await;
     // Fallback polling is made too slow to matter: delivery within the test's time needs the
     // LISTEN connection to come back.
     let Some(store) = common::store_with(|mut c| {
@@ -424,6 +433,7 @@ async fn subscribers_survive_the_loss_of_the_listen_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_with_an_older_id_still_appends_after_the_stream_head() {
+    let _serial = SERIAL.lock().await;
     let Some(store) = common::store().await else {
         return;
     };

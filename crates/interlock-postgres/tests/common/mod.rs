@@ -30,7 +30,7 @@ fn required() -> bool {
 pub async fn raw_pool() -> Option<PgPool> {
     let connected = PgPoolOptions::new()
         .max_connections(8)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(2))
         .connect(&url())
         .await;
     match connected {
