@@ -15,8 +15,13 @@ use crate::engine::{Application, Engine, EngineParts};
 use crate::error::BuildError;
 use crate::memory::InMemoryEventStore;
 use crate::middleware::{Middleware, MiddlewareEnv};
-use crate::processor::{BatchProcessor, EventProcessor, ProcessorRegistration, ProcessorSettings};
-use crate::services::{Dependencies, ErasedLifecycle, Lifecycle, Services, SharedHook};
+use crate::processor::{
+    BatchProcessor, Delivery, EventProcessor, ProcessorRegistration, ProcessorSettings,
+};
+use crate::saga::{Saga, SagaProcessor};
+use crate::services::{
+    Clock, Dependencies, ErasedLifecycle, Lifecycle, Services, SharedHook, SystemClock,
+};
 use crate::snapshot::{SnapshotConfig, SnapshotPolicy};
 
 /// Configures an [`Application`].
@@ -40,6 +45,8 @@ pub struct ApplicationBuilder {
     middleware: Vec<Box<dyn Middleware>>,
     dependencies: Dependencies,
     hooks: Vec<Arc<dyn ErasedLifecycle>>,
+    clock: Option<Arc<dyn Clock>>,
+    sagas: Vec<&'static str>,
     problems: Vec<String>,
 }
 
@@ -121,6 +128,24 @@ impl ApplicationBuilder {
         self
     }
 
+    /// Registers a saga. Sagas are always delivered in the background (a step that sends a
+    /// command must not wait for its own delivery).
+    pub fn register_saga<S: Saga>(self, saga: S) -> Self {
+        self.register_saga_with(saga, ProcessorSettings::default())
+    }
+
+    /// Registers a saga with its own batching and failure settings (delivery stays background).
+    pub fn register_saga_with<S: Saga>(mut self, saga: S, settings: ProcessorSettings) -> Self {
+        let (processor, problems) = SagaProcessor::new(saga);
+        self.problems.extend(problems);
+        self.sagas.push(S::NAME);
+        self.processors.push(ProcessorRegistration::new(
+            processor,
+            settings.delivery(Delivery::Background),
+        ));
+        self
+    }
+
     /// Registers an event processor (reacts to events), delivered in the background.
     pub fn register_event_processor<P: EventProcessor>(self, processor: P) -> Self {
         self.register_projection_with(processor, ProcessorSettings::default())
@@ -174,6 +199,12 @@ impl ApplicationBuilder {
             ));
         }
         self.hooks.push(Arc::new(SharedHook(value)));
+        self
+    }
+
+    /// Uses this clock for saga deadlines (default: the system clock).
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
         self
     }
 
@@ -345,12 +376,17 @@ impl ApplicationBuilder {
             processors: self.processors,
             middleware,
             hooks: self.hooks,
+            sagas: self.sagas,
         };
         let dependencies = self.dependencies;
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let side_for_services = parts.side.clone();
         let engine = Arc::new_cyclic(|weak| {
             let services = Arc::new(Services {
                 dependencies,
                 engine: weak.clone(),
+                side: Some(side_for_services),
+                clock,
             });
             Engine::new(parts, services)
         });

@@ -23,6 +23,7 @@ use crate::processor::{
     Delivery, EventProcessor, ProcessorEnv, ProcessorHandle, ProcessorRegistration, QueryFn,
     QueryRoute, RebuildProgress,
 };
+use crate::saga::fire_due_deadlines;
 use crate::services::{ErasedLifecycle, Services, run_hooks};
 use futures::future::BoxFuture;
 
@@ -47,6 +48,7 @@ pub(crate) struct Engine {
     pub(crate) middleware: Vec<Arc<dyn Middleware>>,
     pub(crate) services: Arc<Services>,
     hooks: Vec<Arc<dyn ErasedLifecycle>>,
+    pub(crate) sagas: Vec<&'static str>,
     pub(crate) state: AtomicU8,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -62,6 +64,7 @@ pub(crate) struct EngineParts {
     pub(crate) processors: Vec<ProcessorRegistration>,
     pub(crate) middleware: Vec<Arc<dyn Middleware>>,
     pub(crate) hooks: Vec<Arc<dyn ErasedLifecycle>>,
+    pub(crate) sagas: Vec<&'static str>,
 }
 
 impl Engine {
@@ -75,6 +78,7 @@ impl Engine {
             processors: processors_registered,
             middleware,
             hooks,
+            sagas,
         } = parts;
         let mut commands = HashMap::new();
         let mut aggregates = HashMap::new();
@@ -114,6 +118,7 @@ impl Engine {
             middleware,
             services,
             hooks,
+            sagas,
             state: AtomicU8::new(CREATED),
             shutdown: watch::Sender::new(false),
             tasks: Mutex::new(Vec::new()),
@@ -215,6 +220,11 @@ impl Application {
                 let shutdown = self.engine.shutdown.subscribe();
                 tasks.push(tokio::spawn(processor.clone().run(shutdown)));
             }
+        }
+        if !self.engine.sagas.is_empty() {
+            let engine = Arc::downgrade(&self.engine);
+            let shutdown = self.engine.shutdown.subscribe();
+            tasks.push(tokio::spawn(deadline_ticker(engine, shutdown)));
         }
         self.engine
             .tasks
@@ -503,6 +513,17 @@ impl Application {
         Ok(read(&*shared.read().await))
     }
 
+    /// Fires every saga deadline that is due by the application's clock (the background ticker
+    /// does this on its own; tests with a [`FakeClock`](crate::FakeClock) call it after moving
+    /// the clock). Returns how many fired.
+    pub async fn fire_due_deadlines(&self) -> Result<usize, Error> {
+        let mut fired = 0;
+        for saga in &self.engine.sagas {
+            fired += fire_due_deadlines(&self.engine, saga).await?;
+        }
+        Ok(fired)
+    }
+
     /// Each processor's name and the position it has reached.
     pub fn processor_positions(&self) -> Vec<(&'static str, Position)> {
         self.engine
@@ -560,5 +581,24 @@ impl<M: serde::Serialize + serde::de::DeserializeOwned> Rerun<M> {
         };
         let copy = self.copy.as_ref().map_err(|e| again(e.clone()))?;
         serde_json::from_slice(copy).map_err(|e| again(e.to_string()))
+    }
+}
+
+/// Fires due saga deadlines every 100 ms until shutdown.
+async fn deadline_ticker(engine: std::sync::Weak<Engine>, mut shutdown: watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        for saga in &engine.sagas {
+            if let Err(e) = fire_due_deadlines(&engine, saga).await {
+                tracing::warn!(saga, error = %e, "cannot fire saga deadlines");
+            }
+        }
+        drop(engine);
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+        }
     }
 }

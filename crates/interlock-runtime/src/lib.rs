@@ -32,6 +32,7 @@ mod memory_side;
 pub mod middleware;
 pub mod migration;
 pub mod processor;
+pub mod saga;
 mod services;
 mod snapshot;
 mod temporal;
@@ -51,7 +52,8 @@ pub use processor::{
     ProcessorSettings,
 };
 pub use services::{
-    CommandSender, Dep, Dependencies, FromServices, Lifecycle, Requirement, Services,
+    Clock, CommandSender, Dep, Dependencies, FakeClock, FromServices, Lifecycle, Requirement,
+    Services, SystemClock,
 };
 pub use snapshot::SnapshotPolicy;
 pub use temporal::HistoryEntry;

@@ -60,6 +60,8 @@ impl Dependencies {
 pub struct Services {
     pub(crate) dependencies: Dependencies,
     pub(crate) engine: Weak<Engine>,
+    pub(crate) side: Option<interlock_core::SideStores>,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl Services {
@@ -67,6 +69,8 @@ impl Services {
         Self {
             dependencies: Dependencies::default(),
             engine: Weak::new(),
+            side: None,
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -84,6 +88,56 @@ impl Services {
         CommandSender {
             engine: self.engine.clone(),
         }
+    }
+}
+
+/// The time, as the application sees it: the system clock, or a [`FakeClock`] in tests (saga
+/// deadlines use it).
+pub trait Clock: Send + Sync + fmt::Debug + 'static {
+    /// Now.
+    fn now(&self) -> chrono::DateTime<chrono::Utc>;
+}
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now()
+    }
+}
+
+/// A clock that moves only when told to (for tests of deadlines).
+#[derive(Clone, Debug)]
+pub struct FakeClock {
+    now: Arc<std::sync::Mutex<chrono::DateTime<chrono::Utc>>>,
+}
+
+impl FakeClock {
+    /// A clock stopped at `start`.
+    pub fn at(start: chrono::DateTime<chrono::Utc>) -> Self {
+        Self {
+            now: Arc::new(std::sync::Mutex::new(start)),
+        }
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: std::time::Duration) {
+        let mut now = self
+            .now
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *now += chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+    }
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        *self
+            .now
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -147,6 +147,11 @@ impl<'a> EventContext<'a> {
         }
     }
 
+    /// The application's services, when delivered by an application.
+    pub fn services(&self) -> Option<&'a Services> {
+        self.services
+    }
+
     /// The name of the processor handling the event.
     pub fn processor(&self) -> &'static str {
         self.processor
