@@ -157,8 +157,8 @@ impl Saga for Transfer {
     type State = TransferState;
     fn configure(routes: &mut SagaRoutes<'_, Self>) {
         routes
-            .starts_with::<TransferRequested, _>(|e| e.transfer)
-            .step::<Moved, _>(|e| e.transfer)
+            .starts_with(|e: &TransferRequested| e.transfer)
+            .step(|e: &Moved| e.transfer)
             .deadlines();
     }
 }

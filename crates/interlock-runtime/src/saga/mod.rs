@@ -52,7 +52,7 @@ use crate::processor::HandlerError;
 ///     const NAME: &'static str = "fulfil";
 ///     type State = Fulfilment;
 ///     fn configure(routes: &mut SagaRoutes<'_, Self>) {
-///         routes.starts_with::<OrderPlaced>(|e| e.order.clone());
+///         routes.starts_with(|e: &OrderPlaced| e.order.clone());
 ///     }
 /// }
 /// impl SagaStep<OrderPlaced> for Fulfil {

@@ -95,7 +95,8 @@ impl<S: Saga> SagaRoutes<'_, S> {
         self
     }
 
-    /// A step that may create the instance (the first event of the process).
+    /// A step that may create the instance (the first event of the process). The event type is
+    /// taken from the key closure's parameter: `routes.starts_with(|e: &OrderPlaced| e.order)`.
     pub fn starts_with<E: Event, K: Into<SagaKey>>(
         &mut self,
         key: impl Fn(&E) -> K + Send + Sync + 'static,
