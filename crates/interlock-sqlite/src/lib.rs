@@ -15,6 +15,7 @@
 //!   listing without scanning events).
 //! * `snapshots`, `checkpoints`, `saga_states`, `dead_letters`, `idempotency_keys`: the side
 //!   stores of [`interlock_core::side`], which [`SqliteEventStore`] also implements.
+//! * the tables of [SQL views](#sql-views), created by each view, beside the store's own.
 //! * `schema_version`: the layout's version ([`SCHEMA_VERSION`]), so a later release can migrate
 //!   the file; a file with a newer version than this release knows is refused with
 //!   [`SqliteError::NewerSchema`] and left untouched.
@@ -78,6 +79,96 @@
 //! let events = store.read_stream(&account, 1, None).await?;
 //! assert_eq!(events[0].decode::<MoneyDeposited>()?.amount, 100);
 //! assert_eq!(store.read_all(Position::START, 10).await?.len(), 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## SQL views
+//!
+//! A read model can live in the same file, in tables of its own, and be *effectively once*:
+//! implement [`SqliteView`] (its tables) and [`SqliteHandles<E>`] for each event type it handles
+//! (a synchronous handler that writes through the connection it is handed), then register a
+//! [`SqliteProjection`] with the application as a batch processor. Each batch of events, the
+//! view's checkpoint and the dead letters parked on the way commit in ONE transaction of the
+//! writer thread, so after a crash the view is exactly as far as its checkpoint says: no event
+//! counted twice, none missed. A failing event is undone alone (each runs in its own savepoint),
+//! then parked or stopped at, as the processor's `FailurePolicy` says.
+//!
+//! The handlers run on the writer thread, inside its transaction: every append waits while they
+//! run, so keep them to a few SQL statements. Read the view with
+//! [`SqliteEventStore::read_view`], on the reader threads; after `Application::wait_for(p)` it
+//! shows every event up to `p`.
+//!
+//! ```
+//! use interlock_runtime::core::CheckpointStore;
+//! use interlock_runtime::prelude::*;
+//! use interlock_sqlite::{
+//!     SqliteEventStore, SqliteHandles, SqliteProjection, SqliteView, SqliteViewRoutes,
+//! };
+//! use rusqlite::Connection;
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct MoneyDeposited { amount: i64 }
+//! impl Event for MoneyDeposited { const TYPE_NAME: &'static str = "MoneyDeposited"; }
+//!
+//! /// One row per account, in the event store's file.
+//! struct Balances;
+//!
+//! impl SqliteView for Balances {
+//!     const NAME: &'static str = "balances";
+//!     fn configure(routes: &mut SqliteViewRoutes<Self>) {
+//!         routes.event::<MoneyDeposited>();
+//!     }
+//!     fn create(conn: &Connection) -> rusqlite::Result<()> {
+//!         conn.execute_batch(
+//!             "CREATE TABLE IF NOT EXISTS balances (
+//!                  account TEXT PRIMARY KEY, balance INTEGER NOT NULL)",
+//!         )
+//!     }
+//!     fn reset(conn: &Connection) -> rusqlite::Result<()> {
+//!         conn.execute_batch("DELETE FROM balances")
+//!     }
+//! }
+//!
+//! impl SqliteHandles<MoneyDeposited> for Balances {
+//!     fn handle(
+//!         &mut self,
+//!         conn: &Connection,
+//!         e: MoneyDeposited,
+//!         ctx: &EventContext<'_>,
+//!     ) -> Result<(), HandlerError> {
+//!         conn.prepare_cached(
+//!             "INSERT INTO balances (account, balance) VALUES (?1, ?2) \
+//!              ON CONFLICT (account) DO UPDATE SET balance = balance + excluded.balance",
+//!         )?
+//!         .execute((ctx.stream_id().id(), e.amount))?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! let store = SqliteEventStore::open(dir.path().join("bank.db"))?;
+//! let app = Application::builder()
+//!     .with_event_store(store.clone())
+//!     .register_batch_processor(SqliteProjection::new(&store, Balances))
+//!     .build()?;
+//! app.start().await?;
+//!
+//! let account = StreamId::new("BankAccount", "42")?;
+//! let deposit = NewEvent::from_event(&MoneyDeposited { amount: 100 })?;
+//! let stored = store.append(&account, ExpectedVersion::Any, vec![deposit]).await?;
+//! app.wait_for(stored.last_position).await?;
+//!
+//! let balance: i64 = store
+//!     .read_view(|conn| {
+//!         conn.query_row("SELECT balance FROM balances WHERE account = '42'", [], |r| r.get(0))
+//!     })
+//!     .await?;
+//! assert_eq!(balance, 100);
+//! assert_eq!(store.load_checkpoint("balances").await?, Some(stored.last_position));
+//! app.shutdown().await?;
 //! # Ok(())
 //! # }
 //! ```

@@ -122,3 +122,60 @@ fn handle<V: SqliteHandles<E>, E: Event>(
     let payload = event.decode::<E>()?;
     view.handle(conn, payload, &EventContext::new(event, V::NAME))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Opened {}
+    impl Event for Opened {
+        const TYPE_NAME: &'static str = "Opened";
+    }
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct AlsoOpened {}
+    impl Event for AlsoOpened {
+        const TYPE_NAME: &'static str = "Opened";
+    }
+
+    struct View<const CONFUSED: bool>;
+    impl<const CONFUSED: bool> SqliteView for View<CONFUSED> {
+        const NAME: &'static str = "view";
+        fn configure(routes: &mut SqliteViewRoutes<Self>) {
+            routes.event::<Opened>().event::<Opened>();
+            if CONFUSED {
+                routes.event::<AlsoOpened>();
+            }
+        }
+        fn create(_: &Connection) -> rusqlite::Result<()> {
+            Ok(())
+        }
+        fn reset(_: &Connection) -> rusqlite::Result<()> {
+            Ok(())
+        }
+    }
+    impl<const CONFUSED: bool, E: Event> SqliteHandles<E> for View<CONFUSED> {
+        fn handle(
+            &mut self,
+            _: &Connection,
+            _: E,
+            _: &EventContext<'_>,
+        ) -> Result<(), HandlerError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn routing_a_type_twice_is_harmless_but_two_types_under_one_name_are_refused() {
+        let routes = SqliteViewRoutes::<View<false>>::collect();
+        assert!(routes.problem().is_none());
+        assert!(routes.get("Opened").is_some());
+        assert!(routes.get("Closed").is_none());
+        let routes = SqliteViewRoutes::<View<true>>::collect();
+        assert!(
+            routes
+                .problem()
+                .is_some_and(|p| p.contains("two different"))
+        );
+    }
+}

@@ -78,6 +78,7 @@ impl SqliteHandles<Deposited> for Balances {
              deposits = deposits + 1",
         )?
         .execute((ctx.stream_id().id(), i64::try_from(event.amount)?))?;
+        assert_ne!(event.amount, 666, "a bug in the handler");
         if event.amount == 13 && !self.fixed.load(Ordering::SeqCst) {
             return Err(HandlerError::new("13 is unlucky"));
         }
@@ -360,6 +361,26 @@ async fn replaying_a_dead_letter_after_a_fix_applies_it_once_and_leaves_the_chec
         Error::DeadLetterNotFound { .. }
     ));
     app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_handler_that_panics_fails_on_that_event_alone() {
+    let s = fresh_store();
+    deposit(&s, "a", 1).await;
+    let bug = deposit(&s, "a", 666).await;
+    let last = deposit(&s, "a", 2).await;
+    let app = app_for(&s, ProcessorSettings::inline());
+    assert!(app.start().await.is_err());
+    assert_eq!(on_file(&s.path()), (Some(last.minor()), 3, 2));
+    let letters = app.dead_letters(Some(VIEW)).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        (letters[0].position, letters[0].error.as_str()),
+        (bug, "the handler panicked")
+    );
+    // The writer thread lives on.
+    let more = deposit(&s, "b", 4).await;
+    assert_eq!(s.head_position().await.unwrap(), more);
 }
 
 /// Two Rust types under one stored name: refused before touching the file.
