@@ -117,7 +117,8 @@ impl MessageInfo {
     pub fn is<M: 'static>(&self) -> bool {
         self.type_id == TypeId::of::<M>()
     }
-    /// The aggregate type (commands) or projection (queries) that handles it.
+    /// The aggregate type (commands) or projection (queries) that handles it; empty when no
+    /// handler is registered (a middleware may still answer the message).
     pub fn handler(&self) -> &'static str {
         self.handler
     }
