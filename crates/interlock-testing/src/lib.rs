@@ -6,6 +6,7 @@
 //!   or an output. Failures print expected vs actual.
 //! * [`ProjectionScenario`] / [`ProcessorScenario`]: given events, then a query's answer, the
 //!   processor's state, or which events failed.
+//! * [`SagaScenario`]: given events, then a saga's state and the commands it sent.
 //! * [`conformance`]: the event store conformance suite, written once over the
 //!   [`EventStore`](interlock_core::EventStore) trait and instantiated for every backend with
 //!   [`event_store_conformance!`].
@@ -16,9 +17,11 @@
 
 pub mod conformance;
 mod processor_scenario;
+mod saga_scenario;
 mod scenario;
 
 pub use processor_scenario::{
     ProcessorOutcome, ProcessorScenario, ProjectionScenario, QueryOutcome,
 };
+pub use saga_scenario::{SagaOutcome, SagaScenario};
 pub use scenario::{AggregateScenario, ScenarioOutcome};

@@ -113,6 +113,10 @@ impl MessageInfo {
     pub fn type_name(&self) -> &'static str {
         self.type_name
     }
+    /// Whether the message's Rust type has this id.
+    pub fn is_type_id(&self, type_id: TypeId) -> bool {
+        self.type_id == type_id
+    }
     /// Whether the message is of Rust type `M`.
     pub fn is<M: 'static>(&self) -> bool {
         self.type_id == TypeId::of::<M>()
