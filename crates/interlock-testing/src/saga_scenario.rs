@@ -89,7 +89,7 @@ impl<S: Saga> SagaScenario<S> {
             (Ok(stream), Ok(events)) => self.given.push((stream, events)),
             (Err(e), _) => self.setup_error = Some(e.to_string()),
             (_, Err(e)) => {
-                self.setup_error = Some(format!("a given event could not be serialized: {e}"))
+                self.setup_error = Some(format!("a given event could not be serialized: {e}"));
             }
         }
         self
