@@ -191,12 +191,17 @@ pub struct UpcastError {
 /// The registered upcasters, chained per `(type name, version)`.
 #[derive(Clone, Default)]
 pub struct Upcasters {
-    by_source: HashMap<(String, u32), Arc<dyn Upcaster>>,
+    /// By stored type name, then version: looked up with a borrowed name on every read.
+    by_source: HashMap<String, HashMap<u32, Arc<dyn Upcaster>>>,
 }
 
 impl fmt::Debug for Upcasters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut keys: Vec<_> = self.by_source.keys().collect();
+        let mut keys: Vec<_> = self
+            .by_source
+            .iter()
+            .flat_map(|(name, versions)| versions.keys().map(move |v| (name, v)))
+            .collect();
         keys.sort();
         f.debug_struct("Upcasters").field("from", &keys).finish()
     }
@@ -220,23 +225,25 @@ impl Upcasters {
 
     /// Registers an already shared upcaster.
     pub fn register_shared(&mut self, upcaster: Arc<dyn Upcaster>) -> Result<(), ValidationError> {
-        let key = (upcaster.event_type().to_owned(), upcaster.source_version());
-        if self.by_source.contains_key(&key) {
+        let (name, version) = (upcaster.event_type().to_owned(), upcaster.source_version());
+        let versions = self.by_source.entry(name.clone()).or_default();
+        if versions.contains_key(&version) {
             return Err(ValidationError::new(
                 "upcaster",
-                format!("two upcasters read {:?} version {}", key.0, key.1),
+                format!("two upcasters read {name:?} version {version}"),
             ));
         }
-        self.by_source.insert(key, upcaster);
+        versions.insert(version, upcaster);
         Ok(())
     }
 
     /// Whether some upcaster reads `(event_type, version)`.
     pub fn applies_to(&self, event_type: &str, version: u32) -> bool {
-        !self.is_empty()
-            && self
-                .by_source
-                .contains_key(&(event_type.to_owned(), version))
+        self.find(event_type, version).is_some()
+    }
+
+    fn find(&self, event_type: &str, version: u32) -> Option<&Arc<dyn Upcaster>> {
+        self.by_source.get(event_type)?.get(&version)
     }
 
     /// Runs the chain on a JSON payload: returns the final type name, version and payload.
@@ -248,7 +255,7 @@ impl Upcasters {
     ) -> Result<(String, u32, Value), UpcastError> {
         let mut current = (event_type.to_owned(), version, payload);
         for _ in 0..MAX_UPCAST_CHAIN {
-            let Some(upcaster) = self.by_source.get(&(current.0.clone(), current.1)) else {
+            let Some(upcaster) = self.find(&current.0, current.1) else {
                 return Ok(current);
             };
             let (name, version) = (current.0.clone(), current.1);
