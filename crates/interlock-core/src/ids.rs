@@ -183,7 +183,9 @@ impl StreamId {
     }
 }
 
-fn validate_part(field: &'static str, value: &str) -> Result<(), ValidationError> {
+/// Non-empty, at most [`MAX_ID_LEN`] bytes, no NUL: the rule for every id and name a store keys
+/// by.
+pub(crate) fn validate_part(field: &'static str, value: &str) -> Result<(), ValidationError> {
     if value.is_empty() {
         return Err(ValidationError::new(field, "must not be empty"));
     }

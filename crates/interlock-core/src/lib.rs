@@ -46,7 +46,7 @@ pub use side::{
 };
 pub use store::{
     AppendResult, EventRewrite, EventStore, EventSubscription, MAX_BATCH_LEN, MAX_PAYLOAD_LEN,
-    MAX_TYPE_NAME_LEN, SideStores, StreamInfo, validate_append, validate_rewrite,
+    MAX_TYPE_NAME_LEN, SideStores, StreamInfo, recognise_retry, validate_append, validate_rewrite,
 };
 pub use subscription::{AppendNotifier, poll_subscription};
 

@@ -20,29 +20,14 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::error::{StoreError, ValidationError};
-use crate::ids::{EventId, MAX_ID_LEN, StreamId};
+use crate::ids::{EventId, StreamId};
 use crate::position::Position;
 use crate::store::MAX_PAYLOAD_LEN;
 
 /// Checks a name used as a side-store key (processor, saga, idempotency key): 1 to
-/// [`MAX_ID_LEN`] bytes, no NUL. `field` names it in the error.
+/// [`MAX_ID_LEN`](crate::MAX_ID_LEN) bytes, no NUL. `field` names it in the error.
 pub fn validate_name(field: &'static str, value: &str) -> Result<(), ValidationError> {
-    if value.is_empty() {
-        return Err(ValidationError::new(field, "must not be empty"));
-    }
-    if value.len() > MAX_ID_LEN {
-        return Err(ValidationError::new(
-            field,
-            format!("is {} bytes long, the limit is {MAX_ID_LEN}", value.len()),
-        ));
-    }
-    if value.contains('\0') {
-        return Err(ValidationError::new(
-            field,
-            "must not contain a NUL character",
-        ));
-    }
-    Ok(())
+    crate::ids::validate_part(field, value)
 }
 
 /// Checks a JSON document handed to a side store: at most [`MAX_PAYLOAD_LEN`] bytes of valid
@@ -271,7 +256,7 @@ mod tests {
             "processor"
         );
         assert!(validate_name("key", "a\0b").is_err());
-        assert!(validate_name("key", &"x".repeat(MAX_ID_LEN + 1)).is_err());
+        assert!(validate_name("key", &"x".repeat(crate::MAX_ID_LEN + 1)).is_err());
     }
 
     #[test]

@@ -307,6 +307,44 @@ pub fn validate_append(
     Ok(())
 }
 
+/// Recognises a retried append, the same way in every backend. `stored[i]` is the stored event
+/// that has the id of `events[i]`, if any. Every id stored, in order, in this stream, with the
+/// same content: the original result, `already_appended`. No id stored: `None` (a new append).
+/// Anything in between (some ids stored, in another stream, out of order, other content) is a
+/// [`StoreError::DuplicateEventId`] naming a stored id, never a false concurrency error.
+pub fn recognise_retry(
+    stream: &StreamId,
+    events: &[NewEvent],
+    stored: &[Option<&RecordedEvent>],
+) -> Result<Option<AppendResult>, StoreError> {
+    let Some(first) = stored.iter().flatten().next().copied() else {
+        return Ok(None);
+    };
+    for (offset, (new, recorded)) in events.iter().zip(stored).enumerate() {
+        let matches = recorded.is_some_and(|r| {
+            r.stream_id == *stream
+                && r.stream_version == first.stream_version + offset as u64
+                && new.same_content_as(r)
+        });
+        if !matches {
+            // A partial overlap names an id that is stored, so the message stays true.
+            let clash = recorded.unwrap_or(first);
+            return Err(StoreError::DuplicateEventId {
+                event_id: clash.event_id,
+                stream: Some(clash.stream_id.clone()),
+            });
+        }
+    }
+    let last = stored.last().copied().flatten().unwrap_or(first);
+    Ok(Some(AppendResult {
+        first_version: first.stream_version,
+        last_version: last.stream_version,
+        first_position: first.position,
+        last_position: last.position,
+        already_appended: true,
+    }))
+}
+
 /// Checks a migration's new shape for one event the way [`validate_append`] checks new events.
 pub fn validate_rewrite(rewrite: &EventRewrite) -> Result<(), ValidationError> {
     validate_shape(

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use interlock_core::{
     AppendResult, ConcurrencyError, EventId, ExpectedVersion, NewEvent, RecordedEvent, StoreError,
-    StreamId,
+    StreamId, recognise_retry,
 };
 use sqlx_core::executor::Executor;
 use sqlx_core::row::Row;
@@ -221,31 +221,7 @@ pub(crate) async fn existing_append(
     }
     let in_batch: Vec<Option<&RecordedEvent>> =
         events.iter().map(|e| stored.get(&e.event_id)).collect();
-    let Some(first) = in_batch.iter().flatten().next().copied() else {
-        return Ok(None);
-    };
-    for (offset, (new, recorded)) in events.iter().zip(&in_batch).enumerate() {
-        let matches = recorded.is_some_and(|r| {
-            r.stream_id == *stream
-                && r.stream_version == first.stream_version + offset as u64
-                && new.same_content_as(r)
-        });
-        if !matches {
-            let clash = recorded.unwrap_or(first);
-            return Err(StoreError::DuplicateEventId {
-                event_id: clash.event_id,
-                stream: Some(clash.stream_id.clone()),
-            });
-        }
-    }
-    let last = in_batch.last().copied().flatten().unwrap_or(first);
-    Ok(Some(AppendResult {
-        first_version: first.stream_version,
-        last_version: last.stream_version,
-        first_position: first.position,
-        last_position: last.position,
-        already_appended: true,
-    }))
+    recognise_retry(stream, events, &in_batch)
 }
 
 /// The stream's committed version (0 when it has no events).

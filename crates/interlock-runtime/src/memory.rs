@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use interlock_core::{
     AppendNotifier, AppendResult, ConcurrencyError, EventId, EventRewrite, EventStore,
     EventSubscription, ExpectedVersion, NewEvent, Position, RecordedEvent, SideStores, StoreError,
-    StreamId, StreamInfo, ValidationError, poll_subscription, validate_append, validate_rewrite,
+    StreamId, StreamInfo, ValidationError, poll_subscription, recognise_retry, validate_append,
+    validate_rewrite,
 };
 
 /// Keeps every event in memory; the default store of an application, and the reference the
@@ -82,32 +83,7 @@ impl State {
             .iter()
             .map(|e| self.ids.get(&e.event_id).map(|&i| &self.log[i]))
             .collect();
-        let Some(first) = stored.iter().flatten().next().copied() else {
-            return Ok(None);
-        };
-        for (offset, (new, recorded)) in events.iter().zip(&stored).enumerate() {
-            let matches = recorded.is_some_and(|r| {
-                r.stream_id == *stream
-                    && r.stream_version == first.stream_version + offset as u64
-                    && new.same_content_as(r)
-            });
-            if !matches {
-                // A partial overlap names an id that is stored, so the message stays true.
-                let clash = recorded.unwrap_or(first);
-                return Err(StoreError::DuplicateEventId {
-                    event_id: clash.event_id,
-                    stream: Some(clash.stream_id.clone()),
-                });
-            }
-        }
-        let last = stored.last().copied().flatten().unwrap_or(first);
-        Ok(Some(AppendResult {
-            first_version: first.stream_version,
-            last_version: last.stream_version,
-            first_position: first.position,
-            last_position: last.position,
-            already_appended: true,
-        }))
+        recognise_retry(stream, events, &stored)
     }
 
     fn info(&self, stream: &StreamId, indexes: &[usize]) -> Option<StreamInfo> {

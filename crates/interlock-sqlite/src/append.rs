@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use interlock_core::{
     AppendResult, ConcurrencyError, ExpectedVersion, MAX_PAYLOAD_LEN, NewEvent, Position,
-    RecordedEvent, StoreError, StreamId, ValidationError,
+    RecordedEvent, StoreError, StreamId, ValidationError, recognise_retry,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension};
 
@@ -182,31 +182,8 @@ fn existing_append(
     for event in events {
         stored.push(stored_event(conn, event)?);
     }
-    let Some(first) = stored.iter().flatten().next() else {
-        return Ok(None);
-    };
-    for (offset, (new, recorded)) in events.iter().zip(&stored).enumerate() {
-        let matches = recorded.as_ref().is_some_and(|r| {
-            r.stream_id == *stream
-                && r.stream_version == first.stream_version + offset as u64
-                && new.same_content_as(r)
-        });
-        if !matches {
-            let clash = recorded.as_ref().unwrap_or(first);
-            return Err(StoreError::DuplicateEventId {
-                event_id: clash.event_id,
-                stream: Some(clash.stream_id.clone()),
-            });
-        }
-    }
-    let last = stored.last().and_then(Option::as_ref).unwrap_or(first);
-    Ok(Some(AppendResult {
-        first_version: first.stream_version,
-        last_version: last.stream_version,
-        first_position: first.position,
-        last_position: last.position,
-        already_appended: true,
-    }))
+    let stored: Vec<Option<&RecordedEvent>> = stored.iter().map(Option::as_ref).collect();
+    recognise_retry(stream, events, &stored)
 }
 
 /// A unique index refused `event`: either its id is stored already (the earlier ids of this
