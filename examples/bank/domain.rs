@@ -1,5 +1,9 @@
 //! The bank's domain: accounts that open, take deposits, refuse overdrafts, and move money.
 
+use interlock::middleware::{
+    ConcurrencyRetryMiddleware, ContextPropagationMiddleware, IdempotencyMiddleware,
+    LoggingMiddleware,
+};
 use interlock::prelude::*;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -243,40 +247,169 @@ impl BankAccount {
     }
 }
 
-/// Moves money between two accounts: send, then receive; if the destination refuses, refund
-/// the source. (A saga will own this flow once sagas exist; the steps stay the same.)
+/// Moves money between accounts: the source's `SendTransfer` already took the money (the
+/// withdrawal); this saga deposits it at the destination, or refunds the source when the
+/// destination refuses. Each step runs once per transfer, whatever redeliveries happen.
+pub(crate) struct TransferSaga;
+
+/// Where one transfer stands.
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub(crate) struct TransferState {
+    pub(crate) from: Uuid,
+    pub(crate) to: Uuid,
+    pub(crate) amount: u64,
+    pub(crate) outcome: Option<String>,
+}
+
+#[saga(name = "transfer", state = TransferState)]
+impl TransferSaga {
+    #[saga_step(start, key = transfer_id)]
+    async fn sent(
+        &self,
+        state: &mut TransferState,
+        e: TransferSent,
+        ctx: &mut SagaContext<'_>,
+    ) -> Result<(), Error> {
+        let from = ctx.event().stream_id().id().parse().unwrap_or_default();
+        *state = TransferState {
+            from,
+            to: e.to,
+            amount: e.amount,
+            outcome: None,
+        };
+        let deposit = ctx
+            .send(ReceiveTransfer {
+                aggregate_id: e.to,
+                transfer_id: e.transfer_id,
+                from,
+                amount: e.amount,
+            })
+            .await;
+        match deposit {
+            Ok(()) => state.outcome = Some("completed".into()),
+            Err(Error::Domain(refusal)) => {
+                // Compensation: the destination refused, the source gets its money back.
+                ctx.send(RefundTransfer {
+                    aggregate_id: from,
+                    transfer_id: e.transfer_id,
+                    amount: e.amount,
+                })
+                .await?;
+                state.outcome = Some(format!("refunded: {refusal}"));
+            }
+            Err(other) => return Err(other),
+        }
+        ctx.end();
+        Ok(())
+    }
+}
+
+/// The balance of every account, kept up to date from the events.
+#[derive(Default)]
+pub(crate) struct Balances {
+    owners: std::collections::BTreeMap<Uuid, String>,
+    balances: std::collections::BTreeMap<Uuid, i128>,
+}
+
+/// Every account's owner and balance, by owner.
+#[derive(Query, Serialize, Deserialize)]
+#[query(output = Vec<(String, i128)>)]
+pub(crate) struct AllBalances;
+
+fn account_of(ctx: &EventContext<'_>) -> Uuid {
+    ctx.stream_id().id().parse().unwrap_or_default()
+}
+
+#[projection(name = "balances", resettable)]
+impl Balances {
+    #[handles_event]
+    fn opened(&mut self, e: AccountOpened, ctx: &EventContext<'_>) {
+        self.owners.insert(account_of(ctx), e.owner);
+    }
+
+    #[handles_event]
+    fn deposited(&mut self, e: MoneyDeposited, ctx: &EventContext<'_>) {
+        *self.balances.entry(account_of(ctx)).or_default() += i128::from(e.amount);
+    }
+
+    #[handles_event]
+    fn withdrawn(&mut self, e: MoneyWithdrawn, ctx: &EventContext<'_>) {
+        *self.balances.entry(account_of(ctx)).or_default() -= i128::from(e.amount);
+    }
+
+    #[handles_event]
+    fn sent(&mut self, e: TransferSent, ctx: &EventContext<'_>) {
+        *self.balances.entry(account_of(ctx)).or_default() -= i128::from(e.amount);
+    }
+
+    #[handles_event]
+    fn received(&mut self, e: TransferReceived, ctx: &EventContext<'_>) {
+        *self.balances.entry(account_of(ctx)).or_default() += i128::from(e.amount);
+    }
+
+    #[handles_event]
+    fn refunded(&mut self, e: TransferRefunded, ctx: &EventContext<'_>) {
+        *self.balances.entry(account_of(ctx)).or_default() += i128::from(e.amount);
+    }
+
+    #[handles_query]
+    fn all(&self, _q: AllBalances) -> Result<Vec<(String, i128)>, HandlerError> {
+        Ok(self
+            .owners
+            .iter()
+            .map(|(id, owner)| (owner.clone(), self.balances.get(id).copied().unwrap_or(0)))
+            .collect())
+    }
+}
+
+/// The bank, wired: the account aggregate, the transfer saga, the balances projection, and the
+/// middleware every command goes through.
+pub(crate) fn bank(builder: ApplicationBuilder) -> ApplicationBuilder {
+    builder
+        .register_middleware(LoggingMiddleware::new().quiet_success())
+        .register_middleware(ContextPropagationMiddleware::new())
+        .register_middleware(IdempotencyMiddleware::new())
+        .register_middleware(ConcurrencyRetryMiddleware::new())
+        .register_aggregate::<BankAccount>()
+        .register_saga(TransferSaga)
+        .register_projection(Balances::default())
+}
+
+/// Starts a transfer and waits until the saga has settled it. The money leaves the source at
+/// once (or the command is refused); the saga deposits it or refunds it.
 pub(crate) async fn transfer(
     app: &Application,
     from: Uuid,
     to: Uuid,
     amount: u64,
-) -> Result<(), Error> {
+) -> Result<TransferState, Error> {
     let transfer_id = Uuid::now_v7();
-    app.dispatch(SendTransfer {
-        aggregate_id: from,
-        transfer_id,
-        to,
-        amount,
-    })
-    .await?;
-    let received = app
-        .dispatch(ReceiveTransfer {
-            aggregate_id: to,
-            transfer_id,
-            from,
-            amount,
-        })
-        .await;
-    if let Err(refusal) = received {
-        app.dispatch(RefundTransfer {
-            aggregate_id: from,
-            transfer_id,
-            amount,
-        })
+    let sent = app
+        .dispatch_with(
+            SendTransfer {
+                aggregate_id: from,
+                transfer_id,
+                to,
+                amount,
+            },
+            DispatchOptions::new(),
+        )
         .await?;
-        return Err(refusal);
+    if let Some(position) = sent.position {
+        app.wait_for(position).await?;
     }
-    Ok(())
+    let stored = app
+        .event_store()
+        .side_stores()
+        .ok_or(Error::ShutDown)?
+        .sagas
+        .load_saga("transfer", &transfer_id.to_string())
+        .await?;
+    let state = stored
+        .and_then(|s| serde_json::from_slice::<serde_json::Value>(&s.state).ok())
+        .and_then(|doc| serde_json::from_value(doc["state"].clone()).ok())
+        .unwrap_or_default();
+    Ok(state)
 }
 
 #[cfg(test)]
@@ -357,13 +490,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_refused_transfer_is_refunded() {
-        let app = Application::builder()
-            .register_aggregate::<BankAccount>()
-            .build()
-            .unwrap();
-        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
-        for (id, owner) in [(a, "ada"), (b, "bob")] {
+    async fn transfers_complete_or_are_refunded_by_the_saga() {
+        let app = bank(Application::builder()).build().unwrap();
+        app.start().await.unwrap();
+        let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        for (id, owner) in [(a, "ada"), (b, "bob"), (c, "cy")] {
             app.dispatch(OpenAccount {
                 aggregate_id: id,
                 owner: owner.into(),
@@ -377,12 +508,40 @@ mod tests {
         })
         .await
         .unwrap();
-        app.dispatch(CloseAccount { aggregate_id: b })
+        app.dispatch(CloseAccount { aggregate_id: c })
             .await
             .unwrap();
-        let err = transfer(&app, a, b, 4).await.unwrap_err();
-        assert!(err.to_string().contains("closed"), "{err}");
-        assert_eq!(app.load::<BankAccount>(a).await.unwrap().balance, 10);
-        assert_eq!(app.load::<BankAccount>(b).await.unwrap().balance, 0);
+
+        let done = transfer(&app, a, b, 4).await.unwrap();
+        assert_eq!(done.outcome.as_deref(), Some("completed"));
+        let refused = transfer(&app, a, c, 3).await.unwrap();
+        assert!(
+            refused
+                .outcome
+                .as_deref()
+                .is_some_and(|o| o.contains("closed")),
+            "{refused:?}"
+        );
+        assert_eq!(app.load::<BankAccount>(a).await.unwrap().balance, 6);
+        assert_eq!(app.load::<BankAccount>(b).await.unwrap().balance, 4);
+        assert_eq!(app.load::<BankAccount>(c).await.unwrap().balance, 0);
+        let overdraft = transfer(&app, a, b, 100).await.unwrap_err();
+        assert!(
+            overdraft.to_string().contains("insufficient"),
+            "{overdraft}"
+        );
+
+        let head = app.event_store().head_position().await.unwrap();
+        app.wait_for(head).await.unwrap();
+        let balances = app.query(AllBalances).await.unwrap();
+        assert_eq!(
+            balances,
+            vec![
+                ("ada".to_owned(), 6),
+                ("bob".to_owned(), 4),
+                ("cy".to_owned(), 0)
+            ]
+        );
+        app.shutdown().await.unwrap();
     }
 }

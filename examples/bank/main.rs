@@ -86,10 +86,7 @@ async fn main() -> anyhow::Result<()> {
     let store = SqliteEventStore::open(&options.db)
         .with_context(|| format!("opening {}", options.db.display()))?;
     println!("event store: {}", store.path().display());
-    let app = Application::builder()
-        .with_event_store(store)
-        .register_aggregate::<BankAccount>()
-        .build()?;
+    let app = bank(Application::builder().with_event_store(store)).build()?;
     app.start().await?;
 
     open_once(&app, ADA, "Ada").await?;
@@ -125,24 +122,59 @@ async fn main() -> anyhow::Result<()> {
     let after = app.load::<BankAccount>(BOB).await?.balance;
     anyhow::ensure!(before == after, "a refused command must change nothing");
 
-    transfer(&app, ADA, BOB, 25).await?;
-    println!("Ada transfers 25 to Bob");
+    let done = transfer(&app, ADA, BOB, 25).await?;
+    println!(
+        "Ada transfers 25 to Bob -> {}",
+        done.outcome.as_deref().unwrap_or("pending")
+    );
+
+    // A retried deposit with the same idempotency key is answered, not applied again.
+    let key = format!("salary-{}", uuid::Uuid::now_v7());
+    for attempt in 1..=2 {
+        let balance = app
+            .dispatch_with(
+                DepositMoney {
+                    aggregate_id: BOB,
+                    amount: 10,
+                },
+                DispatchOptions::new().idempotency_key(key.clone()),
+            )
+            .await?
+            .output;
+        println!("Bob's salary (attempt {attempt}, same key) -> balance {balance}");
+    }
 
     if !app.load::<BankAccount>(EVE).await?.closed {
         app.dispatch(CloseAccount { aggregate_id: EVE }).await?;
         println!("Eve closes her account");
     }
-    match transfer(&app, ADA, EVE, 10).await {
-        Err(Error::Domain(e)) => println!("Ada transfers 10 to Eve -> refused ({e}), refunded"),
-        other => anyhow::bail!("the transfer to a closed account should fail, got {other:?}"),
-    }
+    let refused = transfer(&app, ADA, EVE, 10).await?;
+    println!(
+        "Ada transfers 10 to Eve -> {}",
+        refused.outcome.as_deref().unwrap_or("pending")
+    );
+    anyhow::ensure!(
+        refused
+            .outcome
+            .as_deref()
+            .is_some_and(|o| o.starts_with("refunded")),
+        "a transfer to a closed account must be refunded"
+    );
 
     println!();
-    println!("balances:");
+    println!("balances (from the projection, checked against the aggregates):");
+    let head = app.event_store().head_position().await?;
+    app.wait_for(head).await?;
+    let projected = app.query(AllBalances).await?;
     for id in [ADA, BOB, EVE] {
         let account = app.load::<BankAccount>(id).await?;
         let state = if account.closed { " (closed)" } else { "" };
         println!("  {:<4} {:>6}{state}", account.owner, account.balance);
+        anyhow::ensure!(
+            projected.contains(&(account.owner.clone(), i128::from(account.balance))),
+            "the projection disagrees with the aggregate of {}",
+            account.owner
+        );
     }
 
     println!();
