@@ -21,7 +21,7 @@ use crate::error::Error;
 use crate::middleware::{MessageInfo, Middleware, Next, Outcome};
 use crate::processor::{
     Delivery, EventProcessor, ProcessorEnv, ProcessorHandle, ProcessorRegistration, QueryFn,
-    QueryRoute, RebuildProgress,
+    QueryRoute, RebuildProgress, is_delivering,
 };
 use crate::saga::fire_due_deadlines;
 use crate::services::{ErasedLifecycle, Services, run_hooks};
@@ -144,7 +144,14 @@ impl Engine {
     async fn run_inline(&self, target: Position) -> Result<(), Error> {
         let mut failures = Vec::new();
         for processor in self.inline_processors() {
-            match processor.catch_up(Some(target)).await {
+            if is_delivering(processor.name()) {
+                // Dispatched from this processor's own handler: its running catch-up goes on
+                // to the head and takes these events too.
+                continue;
+            }
+            // To the head, not just `target`: events appended by handlers along the way (a
+            // processor that dispatches commands) are delivered before dispatch returns too.
+            match processor.catch_up(None).await {
                 Ok(parked) => failures.extend(parked),
                 Err(Error::ProcessorStopped(failure)) => failures.push(*failure),
                 Err(other) => return Err(other),

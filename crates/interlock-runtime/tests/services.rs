@@ -240,3 +240,31 @@ async fn hooks_start_in_order_stop_in_reverse_and_all_run() {
         ]
     );
 }
+
+#[tokio::test]
+async fn an_inline_processor_that_dispatches_neither_deadlocks_nor_lags() {
+    let store = InMemoryEventStore::new();
+    let app = Application::builder()
+        .with_event_store(store.clone())
+        .register_dependency(Fees { percent: 0 })
+        .register_aggregate::<Account>()
+        .register_event_processor_with(Mirror, ProcessorSettings::inline())
+        .build()
+        .unwrap();
+    let done = tokio::time::timeout(
+        Duration::from_secs(5),
+        app.dispatch(Deposit {
+            id: "a".into(),
+            amount: 3,
+        }),
+    )
+    .await
+    .expect("no deadlock on the processor's own cursor");
+    done.unwrap();
+    // The mirrored deposit was stored (and delivered) before the outer dispatch returned.
+    assert_eq!(app.load::<Account>("mirror").await.unwrap().balance, 3);
+    assert_eq!(
+        app.processor_positions(),
+        vec![("mirror", store.head_position().await.unwrap())]
+    );
+}

@@ -24,6 +24,27 @@ use crate::context::ExecutionContext;
 use crate::error::{Error, ProcessingFailure};
 use crate::services::Services;
 
+tokio::task_local! {
+    /// The processors this task is delivering events to right now. A handler that dispatches a
+    /// command runs the inline processors again on the same task; the ones already delivering
+    /// are skipped (their own catch-up loop picks the new events up), instead of waiting on a
+    /// cursor lock this task already holds.
+    static DELIVERING: Vec<&'static str>;
+}
+
+fn delivering_with(name: &'static str) -> Vec<&'static str> {
+    let mut names = DELIVERING.try_with(Clone::clone).unwrap_or_default();
+    names.push(name);
+    names
+}
+
+/// Whether this task is already delivering events to `processor`.
+pub(crate) fn is_delivering(processor: &str) -> bool {
+    DELIVERING
+        .try_with(|names| names.contains(&processor))
+        .unwrap_or(false)
+}
+
 pub(crate) struct Cursor {
     position: Position,
     loaded: bool,
@@ -410,7 +431,13 @@ impl<S: Sink> ProcessorHandle for ProcessorCore<S> {
     ) -> BoxFuture<'_, Result<Vec<ProcessingFailure>, Error>> {
         Box::pin(async move {
             let mut cursor = self.cursor.lock().await;
-            Ok(self.catch_up_locked(&mut cursor, target, |_, _| {}).await?)
+            let delivering = delivering_with(self.sink.name());
+            Ok(DELIVERING
+                .scope(
+                    delivering,
+                    self.catch_up_locked(&mut cursor, target, |_, _| {}),
+                )
+                .await?)
         })
     }
 

@@ -54,7 +54,7 @@ mod registration;
 mod routes;
 mod settings;
 
-pub(crate) use self::core::ProcessorHandle;
+pub(crate) use self::core::{ProcessorHandle, is_delivering};
 pub use batch::{Batch, BatchOutcome, BatchProcessor};
 pub(crate) use registration::{ProcessorEnv, ProcessorRegistration};
 pub use routes::ProcessorRoutes;
