@@ -29,6 +29,7 @@
     unreachable_pub
 )]
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -75,10 +76,17 @@ fn skip_or_fail(what: &str, reason: &str) {
     if required() {
         panic!("INTERLOCK_REQUIRE_MONGO=1 but {what}: {reason}");
     }
-    eprintln!(
-        "notice: skipping MongoDB test, {what}: {reason}; set MONGODB_URI or install the test server \
-         (crates/interlock-mongodb/install-test-server.sh), or INTERLOCK_REQUIRE_MONGO=1 to fail instead"
-    );
+    // Straight to stderr, which libtest does not capture (`eprintln!` output of a passing
+    // test would be swallowed), once per test binary.
+    static SHOWN: AtomicBool = AtomicBool::new(false);
+    if !SHOWN.swap(true, Ordering::SeqCst) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "notice: skipping MongoDB tests, {what}: {reason}; set MONGODB_URI or install the test \
+             server (crates/interlock-mongodb/install-test-server.sh), or INTERLOCK_REQUIRE_MONGO=1 \
+             to fail instead"
+        );
+    }
 }
 
 /// The server command: `INTERLOCK_SECANTUS_BIN`, or `secantusd-py` found on `PATH`.
@@ -163,7 +171,6 @@ fn start_secantus(extra: &[&str]) -> Result<String, String> {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(child);
-                eprintln!("started SecantusDB {} at {uri}", extra.join(" "));
                 return Ok(uri);
             }
             Err(e) => {
