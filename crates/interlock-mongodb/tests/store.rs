@@ -462,3 +462,87 @@ async fn subscriptions_see_appends_of_another_process() {
         assert_eq!(event.stream_version, n);
     }
 }
+
+/// Two stores on one database are like two processes: their appends do not share the local
+/// queue, so they conflict on the counter document and retry. Exactly one racer still wins,
+/// and the global order stays dense and in per-stream order.
+#[test]
+fn two_processes_conflict_on_the_counter_and_retry() {
+    let Some(config) = support::config() else {
+        return;
+    };
+    interlock_testing::conformance::run(async move {
+        let stores = [
+            MongoEventStore::connect_with(config.clone()).await.unwrap(),
+            MongoEventStore::connect_with(config).await.unwrap(),
+        ];
+        let race = StreamId::new("Race", "two-clients").unwrap();
+        stores[0]
+            .append(&race, ExpectedVersion::NoStream, test_events(1, 10))
+            .await
+            .unwrap();
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(50));
+        let mut tasks = Vec::new();
+        for t in 0..50_u64 {
+            let (store, race, barrier) = (
+                stores[(t % 2) as usize].clone(),
+                race.clone(),
+                barrier.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                store
+                    .append(&race, ExpectedVersion::Exact(10), vec![test_event(100 + t)])
+                    .await
+            }));
+        }
+        let mut winners = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(r) => {
+                    winners += 1;
+                    assert_eq!(r.last_version, 11);
+                }
+                Err(StoreError::Concurrency(e)) => assert_eq!(e.actual, 11),
+                Err(other) => panic!("unexpected error: {other:?}"),
+            }
+        }
+        assert_eq!(winners, 1);
+
+        let mut writers = Vec::new();
+        for w in 0..8_u64 {
+            let store = stores[(w % 2) as usize].clone();
+            writers.push(tokio::spawn(async move {
+                let stream = StreamId::new("Many", w.to_string()).unwrap();
+                for b in 0..10_u64 {
+                    store
+                        .append(
+                            &stream,
+                            ExpectedVersion::Exact(b * 2),
+                            test_events(b * 2 + 1, 2),
+                        )
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let all = stores[1].read_all(Position::START, 1000).await.unwrap();
+        assert_eq!(all.len(), 11 + 8 * 10 * 2);
+        assert!(
+            all.iter()
+                .enumerate()
+                .all(|(i, e)| e.position == Position::from_sequence(i as u64 + 1)),
+            "positions are dense and in order"
+        );
+        let mut versions = std::collections::HashMap::new();
+        for e in &all {
+            let previous = versions
+                .insert(e.stream_id.clone(), e.stream_version)
+                .unwrap_or(0);
+            assert_eq!(e.stream_version, previous + 1, "{}", e.stream_id);
+        }
+    });
+}
