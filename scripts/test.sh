@@ -38,6 +38,14 @@ if [ -z "${MONGODB_URI:-}" ] && [ -x crates/interlock-mongodb/install-test-serve
         fi
         echo "notice: the MongoDB-wire test server could not be installed; its tests will be skipped" >&2
     fi
+    # pip puts the server's launcher in the interpreter's script directory, which may not be
+    # on PATH (a pyenv or --user install): point the tests at it.
+    if [ -z "${INTERLOCK_SECANTUS_BIN:-}" ] && ! command -v secantusd-py >/dev/null 2>&1; then
+        scripts_dir="$(${PYTHON:-python3} -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)"
+        if [ -n "$scripts_dir" ] && [ -x "$scripts_dir/secantusd-py" ]; then
+            export INTERLOCK_SECANTUS_BIN="$scripts_dir/secantusd-py"
+        fi
+    fi
 fi
 
 exec cargo test --workspace --all-features --locked "$@"
