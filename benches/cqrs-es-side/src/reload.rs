@@ -123,10 +123,9 @@ pub async fn w5(n: u64, url: &str) -> Result<(), BoxError> {
                     .payload
                     .get_mut("Deposited")
                     .and_then(Value::as_object_mut)
+                    && let Some(amount) = body.remove("amount")
                 {
-                    if let Some(amount) = body.remove("amount") {
-                        body.insert("cents".to_owned(), amount);
-                    }
+                    body.insert("cents".to_owned(), amount);
                 }
             }
             e
@@ -138,10 +137,10 @@ pub async fn w5(n: u64, url: &str) -> Result<(), BoxError> {
         "Deposited",
         "2.0",
         Box::new(|mut payload: Value| {
-            if let Some(body) = payload.get_mut("Deposited").and_then(Value::as_object_mut) {
-                if let Some(cents) = body.remove("cents") {
-                    body.insert("amount".to_owned(), cents);
-                }
+            if let Some(body) = payload.get_mut("Deposited").and_then(Value::as_object_mut)
+                && let Some(cents) = body.remove("cents")
+            {
+                body.insert("amount".to_owned(), cents);
             }
             payload
         }),
