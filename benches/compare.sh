@@ -18,13 +18,16 @@ case "${1:-}" in
   *) echo "usage: $0 [--smoke]" >&2; exit 2 ;;
 esac
 
-echo "== building both sides (release)" >&2
-cargo build --release --locked -p interlock-benches --bin interlock-side >&2
+# The smoke only checks results, so it builds the debug profile: in CI that reuses the test
+# build instead of compiling the whole graph again in release.
+if [ "$smoke" = 1 ]; then profile=dev; dir=debug; else profile=release; dir=release; fi
+echo "== building both sides ($profile)" >&2
+cargo build --profile "$profile" --locked -p interlock-benches --bin interlock-side >&2
 # The cqrs-es side is its own workspace (see its Cargo.toml) with its own lock file and target.
-CARGO_TARGET_DIR=target/cqrs-es-side cargo build --release --locked \
+CARGO_TARGET_DIR=target/cqrs-es-side cargo build --profile "$profile" --locked \
   --manifest-path benches/cqrs-es-side/Cargo.toml >&2
-ours=target/release/interlock-side
-theirs=target/cqrs-es-side/release/cqrs-es-side
+ours=target/$dir/interlock-side
+theirs=target/cqrs-es-side/$dir/cqrs-es-side
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
