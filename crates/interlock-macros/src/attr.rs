@@ -104,6 +104,24 @@ pub(crate) fn default_name(ident: &Ident) -> LitStr {
     LitStr::new(&ident.unraw().to_string(), ident.span())
 }
 
+/// The name of an impl block's type when none is given: its name as written, without `r#` or
+/// generic arguments. `attribute` is the macro's, for the error message.
+pub(crate) fn default_impl_name(self_ty: &Type, attribute: &str) -> syn::Result<LitStr> {
+    match self_ty {
+        Type::Path(p) if p.qself.is_none() => {
+            if let Some(last) = p.path.segments.last() {
+                return Ok(default_name(&last.ident));
+            }
+        }
+        Type::Group(g) => return default_impl_name(&g.elem, attribute),
+        _ => {}
+    }
+    Err(syn::Error::new_spanned(
+        self_ty,
+        format!("give it a name: #[{attribute}(name = \"...\")]"),
+    ))
+}
+
 /// For generic types, requires `ty: bounds` in the impl's where clause so that the impl exists
 /// exactly where the trait's supertraits hold (instead of failing for every parameter). Non-generic
 /// types get no extra bound: there, a missing supertrait is reported directly.

@@ -13,17 +13,26 @@
 //! | [`#[aggregate]`](macro@aggregate) on its impl block | `impl HandlesCommand<C>` and `impl AppliesEvent<E>` per marked method, and the route table |
 //! | [`#[projection]`](macro@projection) on an impl block | `impl HandlesEvent<E>` and `impl AnswersQuery<Q>` per marked method, and `impl EventProcessor` |
 //! | [`#[event_processor]`](macro@event_processor) on an impl block | the same, without queries |
+//! | [`#[saga]`](macro@saga) on an impl block | `impl SagaStep<E>` per marked step, and `impl Saga` with the keys that correlate events |
+//!
+//! Every handler may take dependencies after its message, in the style of axum extractors: any
+//! parameter of a type that implements `FromServices` (`Dep<T>`, `CommandSender`) is taken from
+//! the application's services before the call, and declared with `routes.requires::<T>()`, so
+//! that `build()` names a dependency that was never registered.
 //!
 //! The examples below are not compiled here (a proc-macro crate cannot use the crate it serves);
 //! the same examples run as tests in the `interlock` crate's documentation.
 
 mod aggregate;
 mod attr;
+mod call;
 mod command;
 mod event;
+mod extract;
 mod markers;
 mod processor;
 mod query;
+mod saga;
 mod signature;
 
 use proc_macro::TokenStream;
@@ -104,8 +113,10 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 /// **On the inherent impl block**, it reads the methods marked:
 ///
 /// * `#[handles_command]`: `(async) fn name(&mut self, command: C) -> Result<C::Output, E>`, where
-///   `E: Into<DomainError>`, optionally with a third parameter `ctx: &CommandContext`. It becomes
-///   `impl HandlesCommand<C>`. With `#[handles_command(create)]` the command may create a new
+///   `E: Into<DomainError>`. After the command it may take `ctx: &CommandContext` and any number
+///   of dependencies by value (`fees: Dep<Fees>`, `sender: CommandSender`: any `FromServices`
+///   type), in any order; each is taken from the application's services before the call, and
+///   `build()` checks it is registered. It becomes `impl HandlesCommand<C>`. With `#[handles_command(create)]` the command may create a new
 ///   instance; other commands for a missing instance fail with `AggregateNotFound`.
 /// * `#[applies_event]`: `fn name(&mut self, event: &E)`. It becomes `impl AppliesEvent<E>`.
 ///
@@ -123,11 +134,11 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 /// #[aggregate]
 /// impl BankAccount {
 ///     #[handles_command(create)]
-///     async fn deposit(&mut self, cmd: DepositMoney) -> Result<(), DomainError> {
+///     async fn deposit(&mut self, cmd: DepositMoney, fees: Dep<Fees>) -> Result<(), DomainError> {
 ///         if cmd.amount == 0 {
 ///             return Err(DomainError::new("amount must be positive"));
 ///         }
-///         self.emit(MoneyDeposited { amount: cmd.amount });
+///         self.emit(MoneyDeposited { amount: cmd.amount - fees.on(cmd.amount) });
 ///         Ok(())
 ///     }
 ///
@@ -194,8 +205,9 @@ pub fn applies_event(_args: TokenStream, item: TokenStream) -> TokenStream {
 /// Inside the block it reads the methods marked:
 ///
 /// * [`#[handles_event]`](macro@handles_event): `(async) fn name(&mut self, event: E)`, optionally
-///   with a third parameter `ctx: &EventContext<'_>` (the stored envelope: stream, position,
-///   metadata, idempotency key). It returns nothing or `Result<(), Err>` with
+///   followed by `ctx: &EventContext<'_>` (the stored envelope: stream, position, metadata,
+///   idempotency key) and dependencies by value (`mailer: Dep<Mailer>`, `sender:
+///   CommandSender`), in any order. It returns nothing or `Result<(), Err>` with
 ///   `Err: Into<HandlerError>`, and becomes `impl HandlesEvent<E>`. At least one is required.
 /// * [`#[handles_query]`](macro@handles_query): `(async) fn name(&self, query: Q) ->
 ///   Result<Q::Output, Err>`. It becomes `impl AnswersQuery<Q>`. Queries read the projection
@@ -245,8 +257,13 @@ pub fn projection(args: TokenStream, item: TokenStream) -> TokenStream {
 /// #[event_processor(name = "welcome-mail")]
 /// impl WelcomeMail {
 ///     #[handles_event]
-///     async fn on_opened(&mut self, e: AccountOpened, ctx: &EventContext<'_>) -> Result<(), MailError> {
-///         self.mailer.send(&e.owner, ctx.idempotency_key()).await
+///     async fn on_opened(
+///         &mut self,
+///         e: AccountOpened,
+///         ctx: &EventContext<'_>,
+///         mailer: Dep<Mailer>,
+///     ) -> Result<(), MailError> {
+///         mailer.send(&e.owner, ctx.idempotency_key()).await
 ///     }
 /// }
 /// ```
@@ -284,4 +301,90 @@ pub fn handles_query(_args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn reset(_args: TokenStream, item: TokenStream) -> TokenStream {
     processor::markers::outside_processor(processor::markers::RESET, &item.into()).into()
+}
+
+/// Makes an impl block a saga: a long process across aggregates, driven by events, with a
+/// persisted state per instance.
+///
+/// Goes on the inherent impl block of the saga's type (which must be `Send + Sync + 'static`; it
+/// is shared by all instances) and implements `Saga` for it, with:
+///
+/// * `state = Type` (required): the state of one instance, `Default + Serialize + Deserialize`.
+///   A new instance starts from `Default`; the state is saved after every step.
+/// * `name = "transfer"`: the saga's stable name, under which its instances, checkpoint and
+///   deadlines are stored (default: the type's name as written).
+///
+/// Inside the block it reads the methods marked:
+///
+/// * [`#[saga_step(key = ...)]`](macro@saga_step): `(async) fn name(&self, state: &mut State,
+///   event: E)`, optionally followed by `ctx: &mut SagaContext<'_>` (send commands, schedule
+///   deadlines, end the saga) and dependencies by value (`Dep<T>`, ...). It returns nothing or
+///   `Result<(), Err>` with `Err: Into<HandlerError>`, and becomes `impl SagaStep<E>`. The key
+///   finds the instance from the event; it is
+///   * a field of the event: `key = transfer_id` (cloned),
+///   * a function or method taking `&E`: `key = TransferRequested::key`,
+///   * or a closure: `key = |e: &Moved| e.transfer`.
+///
+///   Keys convert into `SagaKey` (strings, UUIDs, integers; `Option<String>` to skip an event).
+///   `#[saga_step(start, key = ...)]` marks a step that creates the instance; other steps run
+///   only for existing instances. At least one step starts the saga.
+/// * [`#[saga_deadline]`](macro@saga_deadline): the same shape with `deadline: DeadlineReached`
+///   as the event: receives the deadlines the steps scheduled with `ctx.schedule(name, after)`.
+///   At most one.
+///
+/// The markers are removed and the impl block is kept as written.
+///
+/// ```ignore
+/// use interlock::prelude::*;
+///
+/// #[derive(Default, Serialize, Deserialize)]
+/// struct TransferState { from: String, to: String, amount: u64, withdrawn: bool }
+///
+/// struct Transfer;
+///
+/// #[saga(name = "transfer", state = TransferState)]
+/// impl Transfer {
+///     #[saga_step(start, key = transfer_id)]
+///     async fn requested(
+///         &self,
+///         state: &mut TransferState,
+///         e: TransferRequested,
+///         ctx: &mut SagaContext<'_>,
+///     ) -> Result<(), interlock::Error> {
+///         ctx.schedule("expire", Duration::from_secs(3600));
+///         ctx.send(Withdraw { account: e.from, amount: e.amount }).await?;
+///         state.withdrawn = true;
+///         Ok(())
+///     }
+///
+///     #[saga_step(key = |e: &Withdrawn| e.transfer_id)]
+///     async fn withdrawn(&self, state: &mut TransferState, e: Withdrawn, ctx: &mut SagaContext<'_>) {
+///         // ...
+///     }
+///
+///     #[saga_deadline]
+///     async fn expired(&self, state: &mut TransferState, d: DeadlineReached, ctx: &mut SagaContext<'_>) {
+///         ctx.end();
+///     }
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn saga(args: TokenStream, item: TokenStream) -> TokenStream {
+    into_tokens(saga::expand(args.into(), item.into()))
+}
+
+/// Marks a step inside a [`#[saga]`](macro@saga) impl block: `#[saga_step(key = ...)]`, or
+/// `#[saga_step(start, key = ...)]` for a step that creates the instance; see there for the
+/// signatures and keys it accepts. Used anywhere else it is a compile error.
+#[proc_macro_attribute]
+pub fn saga_step(_args: TokenStream, item: TokenStream) -> TokenStream {
+    saga::markers::outside_saga(saga::markers::SAGA_STEP, &item.into()).into()
+}
+
+/// Marks the method that receives a [`#[saga]`](macro@saga)'s fired deadlines:
+/// `(async) fn name(&self, state: &mut State, deadline: DeadlineReached, ctx: &mut
+/// SagaContext<'_>)`. Used anywhere else it is a compile error.
+#[proc_macro_attribute]
+pub fn saga_deadline(_args: TokenStream, item: TokenStream) -> TokenStream {
+    saga::markers::outside_saga(saga::markers::SAGA_DEADLINE, &item.into()).into()
 }

@@ -1,7 +1,9 @@
 //! Reading method signatures: what every marked method (command handler, applier, event handler,
 //! query handler) is checked for before its parameters are read.
 
-use syn::{FnArg, Signature, Type};
+use proc_macro2::Span;
+use syn::spanned::Spanned;
+use syn::{FnArg, ReturnType, Signature, Type};
 
 /// Refuses a generic method: each marked method serves one message type, named in its signature.
 pub(crate) fn no_generics(sig: &Signature, message: &str) -> syn::Result<()> {
@@ -73,4 +75,20 @@ pub(crate) fn names(ty: &Type, name: &str) -> bool {
 
 pub(crate) fn unsupported(param: &FnArg, shape: &str) -> syn::Error {
     syn::Error::new_spanned(param, format!("unsupported parameter: {shape}"))
+}
+
+/// `()` (written or not) or a path type, which the generated code checks to be a
+/// `Result<(), E>`. Returns where to report a wrong type: the return type, or the name.
+pub(crate) fn unit_or_result(sig: &Signature) -> syn::Result<Span> {
+    match &sig.output {
+        ReturnType::Default => Ok(sig.ident.span()),
+        ReturnType::Type(_, ty) => match &**ty {
+            Type::Path(_) => Ok(ty.span()),
+            Type::Tuple(t) if t.elems.is_empty() => Ok(ty.span()),
+            _ => Err(syn::Error::new_spanned(
+                ty,
+                "this method returns nothing or `Result<(), E>`, where `E` converts into `HandlerError`",
+            )),
+        },
+    }
 }

@@ -8,6 +8,7 @@ pub use interlock_core;
 pub use interlock_runtime;
 pub use serde;
 
+pub use std::clone::Clone;
 pub use std::convert::{From, Into};
 pub use std::default::Default;
 pub use std::future::Future;
@@ -17,8 +18,10 @@ pub use std::primitive::{str, u32};
 pub use std::result::Result;
 
 pub use interlock_core::{AggregateId, Command, Event, Query};
+pub use interlock_runtime::saga::{DeadlineReached, Saga, SagaContext, SagaRoutes, SagaStep};
 pub use interlock_runtime::{
-    Aggregate, AggregateRoutes, AppliesEvent, CommandContext, DomainError, HandlesCommand,
+    Aggregate, AggregateRoutes, AppliesEvent, CommandContext, DomainError, Error, FromServices,
+    HandlesCommand,
 };
 pub use interlock_runtime::{
     AnswersQuery, EventContext, EventProcessor, HandlerError, HandlesEvent, ProcessorRoutes,

@@ -10,6 +10,7 @@ use syn::{ImplItem, ItemImpl, Token, Type};
 
 use super::methods::{self, Applier, Handler};
 use crate::attr;
+use crate::extract;
 use crate::markers::{self, Marker};
 
 pub(crate) fn expand(args: TokenStream, mut item: ItemImpl) -> syn::Result<TokenStream> {
@@ -135,15 +136,22 @@ fn handler_impl(item: &ItemImpl, handler: &Handler) -> TokenStream {
     let self_ty = &item.self_ty;
     let command = &handler.command;
     let method = &handler.method;
-    let mut call = if handler.takes_context {
-        quote!(Self::#method(self, command, ctx))
-    } else {
-        quote!(Self::#method(self, command))
-    };
+    let args = handler.params.args(&quote!(ctx));
+    let mut call = quote!(Self::#method(self, command #args));
     if handler.is_async {
         call = quote!(#call.await);
     }
-    let unused_ctx = (!handler.takes_context).then(|| quote!(let _ = ctx;));
+    // A dependency that cannot be taken (never registered: `build()` checks that first; or a
+    // detached context in a unit test) rejects the command.
+    let extract = handler.params.bindings(|ty| {
+        quote! {
+            <#ty as #p::FromServices>::from_services(ctx.services())
+                .map_err(<#p::DomainError as #p::From<#p::Error>>::from)?
+        }
+    });
+    let unused_ctx = (!handler.params.takes_context()
+        && handler.params.extracted().next().is_none())
+    .then(|| quote!(let _ = ctx;));
     // The conversion and its argument (a block, whose span is its braces) are spanned at the
     // method's return type, so that a mismatch with the command's output is reported there. The
     // path is written out because interpolated tokens keep their own spans.
@@ -161,6 +169,7 @@ fn handler_impl(item: &ItemImpl, handler: &Handler) -> TokenStream {
                 ctx: &#p::CommandContext,
             ) -> #p::Result<<#command as #p::Command>::Output, #p::DomainError> {
                 #unused_ctx
+                #extract
                 #convert
             }
         }
@@ -207,6 +216,7 @@ fn configure_impl(
     let ignored = ignored
         .iter()
         .map(|event| quote!(routes.ignored_event::<#event>();));
+    let requires = extract::requirements(handlers.iter().flat_map(|h| h.params.extracted()));
     quote! {
         #[automatically_derived]
         #[doc(hidden)]
@@ -215,6 +225,7 @@ fn configure_impl(
                 #(#commands)*
                 #(#events)*
                 #(#ignored)*
+                #requires
             }
         }
     }

@@ -5,13 +5,15 @@ use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{Ident, ImplItemFn, ReturnType, Type};
 
-use crate::signature::{self, mut_self, no_generics, typed, unsupported};
+use crate::extract::{self, COMMAND_CONTEXT, Params};
+use crate::signature::{mut_self, no_generics, typed, unsupported};
 
 /// A `#[handles_command]` method, as the generated `HandlesCommand` impl calls it.
 pub(crate) struct Handler {
     pub(crate) method: Ident,
     pub(crate) command: Type,
-    pub(crate) takes_context: bool,
+    /// The context and the dependencies it takes after the command.
+    pub(crate) params: Params,
     pub(crate) is_async: bool,
     pub(crate) creates: bool,
     /// Where the return type is written: output mismatches are reported there.
@@ -24,8 +26,8 @@ pub(crate) struct Applier {
     pub(crate) event: Type,
 }
 
-const HANDLER_SHAPE: &str =
-    "handlers take (&mut self, command) or (&mut self, command, &CommandContext)";
+const HANDLER_SHAPE: &str = "handlers take (&mut self, command), then optionally \
+     `ctx: &CommandContext` and dependencies such as `Dep<T>` or `CommandSender`";
 const APPLIER_SHAPE: &str = "appliers take (&mut self, event: &EventType)";
 
 pub(crate) fn handler(method: &ImplItemFn, creates: bool) -> syn::Result<Handler> {
@@ -46,10 +48,10 @@ pub(crate) fn handler(method: &ImplItemFn, creates: bool) -> syn::Result<Handler
         ));
     };
     let command = typed(command)?;
-    if is_context(command) {
+    if COMMAND_CONTEXT.is(command) || extract::is_extractor(command) {
         return Err(syn::Error::new_spanned(
             command,
-            format!("the command comes before the context: {HANDLER_SHAPE}"),
+            format!("the command comes first: {HANDLER_SHAPE}"),
         ));
     }
     if let Type::Reference(reference) = command {
@@ -58,25 +60,7 @@ pub(crate) fn handler(method: &ImplItemFn, creates: bool) -> syn::Result<Handler
             "take the command by value (`command: MyCommand`): the handler owns the command it handles",
         ));
     }
-    let takes_context = match params.next() {
-        None => false,
-        Some(param) => {
-            let ty = typed(param)?;
-            match ty {
-                Type::Reference(r) if r.mutability.is_none() && is_context(&r.elem) => true,
-                _ if is_context(ty) => {
-                    return Err(syn::Error::new_spanned(
-                        ty,
-                        "take the context by shared reference: `ctx: &CommandContext`",
-                    ));
-                }
-                _ => return Err(unsupported(param, HANDLER_SHAPE)),
-            }
-        }
-    };
-    if let Some(extra) = params.next() {
-        return Err(unsupported(extra, HANDLER_SHAPE));
-    }
+    let params = extract::read(params, &COMMAND_CONTEXT)?;
     let output_span = match &sig.output {
         ReturnType::Type(_, ty) if matches!(**ty, Type::Path(_)) => ty.span(),
         ReturnType::Type(_, ty) => return Err(not_result(ty)),
@@ -85,7 +69,7 @@ pub(crate) fn handler(method: &ImplItemFn, creates: bool) -> syn::Result<Handler
     Ok(Handler {
         method: sig.ident.clone(),
         command: command.clone(),
-        takes_context,
+        params,
         is_async: sig.asyncness.is_some(),
         creates,
         output_span,
@@ -151,11 +135,6 @@ pub(crate) fn applier(method: &ImplItemFn) -> syn::Result<Applier> {
     })
 }
 
-/// Whether the type is `CommandContext` (by any path), or a reference to one.
-fn is_context(ty: &Type) -> bool {
-    signature::names(ty, "CommandContext")
-}
-
 fn not_result(tokens: impl ToTokens) -> syn::Error {
     syn::Error::new_spanned(
         tokens,
@@ -186,7 +165,7 @@ mod tests {
         assert_eq!(handler.method, "deposit");
         let command = &handler.command;
         assert_eq!(quote!(#command).to_string(), "Deposit");
-        assert!(handler.takes_context && handler.is_async && handler.creates);
+        assert!(handler.params.takes_context() && handler.is_async && handler.creates);
     }
 
     #[test]
@@ -195,7 +174,22 @@ mod tests {
             fn open(&mut self, cmd: Open) -> Result<(), DomainError> {}
         };
         let handler = handler(&method, false).unwrap();
-        assert!(!handler.takes_context && !handler.is_async && !handler.creates);
+        assert!(!handler.params.takes_context() && !handler.is_async && !handler.creates);
+    }
+
+    #[test]
+    fn a_handler_takes_dependencies_after_the_command() {
+        let method: ImplItemFn = parse_quote! {
+            async fn deposit(&mut self, cmd: Deposit, fees: Dep<Fees>, ctx: &CommandContext) -> Result<u64, E> {}
+        };
+        let handler = handler(&method, false).unwrap();
+        assert!(handler.params.takes_context());
+        let deps: Vec<String> = handler
+            .params
+            .extracted()
+            .map(|t| quote!(#t).to_string())
+            .collect();
+        assert_eq!(deps, ["Dep < Fees >"]);
     }
 
     #[test]
@@ -223,13 +217,13 @@ mod tests {
                 parse_quote!(
                     fn f(&mut self, ctx: &CommandContext, c: C) -> Result<(), E> {}
                 ),
-                "comes before",
+                "the command comes first",
             ),
             (
                 parse_quote!(
-                    fn f(&mut self, c: C, d: Db) -> Result<(), E> {}
+                    fn f(&mut self, c: C, d: &Db) -> Result<(), E> {}
                 ),
-                "unsupported parameter",
+                "cannot be a reference",
             ),
             (
                 parse_quote!(

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
-use syn::ext::IdentExt;
 use syn::parse::Parser;
 use syn::spanned::Spanned;
 use syn::{Generics, ImplItem, ItemImpl, LitStr, Type};
@@ -13,6 +12,8 @@ use super::Kind;
 use super::markers::{self, Marker};
 use super::methods::{self, EventHandler, QueryHandler, Reset};
 use crate::attr::{self, Once};
+use crate::call::{call, unit_result};
+use crate::extract;
 use crate::markers::combine;
 
 /// The attribute's options.
@@ -47,10 +48,13 @@ pub(crate) fn expand(
     }
     let name = match args.name.clone() {
         Some(name) => name,
-        None => default_name(&item.self_ty)?,
+        None => attr::default_impl_name(&item.self_ty, kind.attribute())?,
     };
 
     let mut found = Methods::default();
+    // Marked handlers, including ones whose signature was refused: with one, "handles no event"
+    // would only repeat that error.
+    let mut marked_events = 0;
     let mut error = None;
     for impl_item in &mut item.items {
         let ImplItem::Fn(method) = impl_item else {
@@ -58,6 +62,7 @@ pub(crate) fn expand(
         };
         let analysed = match markers::take(&mut method.attrs) {
             Ok(Some((Marker::HandlesEvent, _))) => {
+                marked_events += 1;
                 methods::event_handler(method).map(|h| found.events.push(h))
             }
             Ok(Some((Marker::HandlesQuery, span))) => match kind {
@@ -78,7 +83,7 @@ pub(crate) fn expand(
             combine(&mut error, e);
         }
     }
-    if found.events.is_empty() {
+    if marked_events == 0 {
         combine(
             &mut error,
             syn::Error::new(
@@ -147,27 +152,6 @@ fn parse_args(kind: Kind, args: TokenStream) -> syn::Result<Args> {
     })
 }
 
-/// The processor's name when none is given: its type's name as written, without `r#` or
-/// generic arguments.
-fn default_name(self_ty: &Type) -> syn::Result<LitStr> {
-    match self_ty {
-        Type::Path(p) if p.qself.is_none() => {
-            if let Some(last) = p.path.segments.last() {
-                return Ok(LitStr::new(
-                    &last.ident.unraw().to_string(),
-                    last.ident.span(),
-                ));
-            }
-        }
-        Type::Group(g) => return default_name(&g.elem),
-        _ => {}
-    }
-    Err(syn::Error::new_spanned(
-        self_ty,
-        "give the processor a name: #[projection(name = \"...\")]",
-    ))
-}
-
 fn add_reset(found: &mut Methods, reset: Reset, span: Span, args: &Args) -> syn::Result<()> {
     if args.resettable.is_some() {
         return Err(syn::Error::new(
@@ -224,35 +208,21 @@ fn check_unique(found: &Methods) -> syn::Result<()> {
     }
 }
 
-/// `Self::method(self, args)`, awaited when the method is async.
-fn call(method: &syn::Ident, args: TokenStream, is_async: bool) -> TokenStream {
-    if is_async {
-        quote!(Self::#method(self, #args).await)
-    } else {
-        quote!(Self::#method(self, #args))
-    }
-}
-
-/// Converts what a `()`-or-`Result<(), E>` method returned, spanned at its return type so that a
-/// wrong type is reported there. The path is written out because interpolated tokens keep their
-/// own spans.
-fn unit_result(span: Span, call: &TokenStream) -> TokenStream {
-    quote_spanned! {span=>
-        ::interlock::__private::ProcessorResult::into_processor_result({ #call })
-    }
-}
-
 fn event_impl(generics: &Generics, self_ty: &Type, handler: &EventHandler) -> TokenStream {
     let p = attr::private();
     let (impl_generics, _, where_clause) = generics.split_for_impl();
     let event = &handler.event;
-    let args = if handler.takes_context {
-        quote!(event, ctx)
-    } else {
-        quote!(event)
-    };
-    let call = call(&handler.method, args, handler.is_async);
-    let unused_ctx = (!handler.takes_context).then(|| quote!(let _ = ctx;));
+    let args = handler.params.args(&quote!(ctx));
+    let call = call(&handler.method, quote!(event #args), handler.is_async);
+    let extract = handler.params.bindings(|ty| {
+        quote! {
+            ctx.extract::<#ty>()
+                .map_err(<#p::HandlerError as #p::From<#p::Error>>::from)?
+        }
+    });
+    let unused_ctx = (!handler.params.takes_context()
+        && handler.params.extracted().next().is_none())
+    .then(|| quote!(let _ = ctx;));
     let convert = unit_result(handler.output_span, &call);
     quote! {
         #[automatically_derived]
@@ -266,6 +236,7 @@ fn event_impl(generics: &Generics, self_ty: &Type, handler: &EventHandler) -> To
                 ctx: &#p::EventContext<'_>,
             ) -> #p::Result<(), #p::HandlerError> {
                 #unused_ctx
+                #extract
                 #convert
             }
         }
@@ -312,6 +283,7 @@ fn processor_impl(
         let query = &q.query;
         quote!(routes.query::<#query>();)
     });
+    let requires = extract::requirements(found.events.iter().flat_map(|h| h.params.extracted()));
     // Only reached after an error was reported: keep `routes` used so no warning joins it.
     let unused_routes = found.events.is_empty().then(|| quote!(let _ = routes;));
     let body = match (&found.reset, resettable) {
@@ -342,6 +314,7 @@ fn processor_impl(
                 #unused_routes
                 #(#events)*
                 #(#queries)*
+                #requires
             }
             #reset
         }

@@ -3,15 +3,17 @@
 use proc_macro2::Span;
 use quote::ToTokens;
 use syn::spanned::Spanned;
-use syn::{Ident, ImplItemFn, ReturnType, Signature, Type};
+use syn::{Ident, ImplItemFn, ReturnType, Type};
 
-use crate::signature::{self, Receiver, mut_self, no_generics, typed, unsupported};
+use crate::extract::{self, EVENT_CONTEXT, Params};
+use crate::signature::{self, Receiver, mut_self, no_generics, typed, unit_or_result, unsupported};
 
 /// A `#[handles_event]` method, as the generated `HandlesEvent` impl calls it.
 pub(crate) struct EventHandler {
     pub(crate) method: Ident,
     pub(crate) event: Type,
-    pub(crate) takes_context: bool,
+    /// The context and the dependencies it takes after the event.
+    pub(crate) params: Params,
     pub(crate) is_async: bool,
     /// Where the return type is written (or the name, when there is none).
     pub(crate) output_span: Span,
@@ -32,8 +34,8 @@ pub(crate) struct Reset {
     pub(crate) output_span: Span,
 }
 
-const EVENT_SHAPE: &str =
-    "event handlers take (&mut self, event) or (&mut self, event, &EventContext)";
+const EVENT_SHAPE: &str = "event handlers take (&mut self, event), then optionally \
+     `ctx: &EventContext<'_>` and dependencies such as `Dep<T>` or `CommandSender`";
 const QUERY_SHAPE: &str = "query handlers take (&self, query)";
 
 pub(crate) fn event_handler(method: &ImplItemFn) -> syn::Result<EventHandler> {
@@ -54,10 +56,10 @@ pub(crate) fn event_handler(method: &ImplItemFn) -> syn::Result<EventHandler> {
         ));
     };
     let event = typed(event)?;
-    if is_context(event) {
+    if EVENT_CONTEXT.is(event) || extract::is_extractor(event) {
         return Err(syn::Error::new_spanned(
             event,
-            format!("the event comes before the context: {EVENT_SHAPE}"),
+            format!("the event comes first: {EVENT_SHAPE}"),
         ));
     }
     if let Type::Reference(reference) = event {
@@ -66,29 +68,11 @@ pub(crate) fn event_handler(method: &ImplItemFn) -> syn::Result<EventHandler> {
             "take the event by value (`event: MyEvent`): it is decoded for this handler alone",
         ));
     }
-    let takes_context = match params.next() {
-        None => false,
-        Some(param) => {
-            let ty = typed(param)?;
-            match ty {
-                Type::Reference(r) if r.mutability.is_none() && is_context(&r.elem) => true,
-                _ if is_context(ty) => {
-                    return Err(syn::Error::new_spanned(
-                        ty,
-                        "take the context by shared reference: `ctx: &EventContext<'_>`",
-                    ));
-                }
-                _ => return Err(unsupported(param, EVENT_SHAPE)),
-            }
-        }
-    };
-    if let Some(extra) = params.next() {
-        return Err(unsupported(extra, EVENT_SHAPE));
-    }
+    let params = extract::read(params, &EVENT_CONTEXT)?;
     Ok(EventHandler {
         method: sig.ident.clone(),
         event: event.clone(),
-        takes_context,
+        params,
         is_async: sig.asyncness.is_some(),
         output_span: unit_or_result(sig)?,
     })
@@ -172,27 +156,6 @@ pub(crate) fn reset(method: &ImplItemFn) -> syn::Result<Reset> {
     })
 }
 
-/// `()` (written or not) or a path type, which the generated code checks to be a
-/// `Result<(), E>`.
-fn unit_or_result(sig: &Signature) -> syn::Result<Span> {
-    match &sig.output {
-        ReturnType::Default => Ok(sig.ident.span()),
-        ReturnType::Type(_, ty) => match &**ty {
-            Type::Path(_) => Ok(ty.span()),
-            Type::Tuple(t) if t.elems.is_empty() => Ok(ty.span()),
-            _ => Err(syn::Error::new_spanned(
-                ty,
-                "this method returns nothing or `Result<(), E>`, where `E` converts into `HandlerError`",
-            )),
-        },
-    }
-}
-
-/// Whether the type is `EventContext` (by any path), or a reference to one.
-fn is_context(ty: &Type) -> bool {
-    signature::names(ty, "EventContext")
-}
-
 fn not_query_result(tokens: impl ToTokens) -> syn::Error {
     syn::Error::new_spanned(
         tokens,
@@ -222,13 +185,20 @@ mod tests {
         let handler = event_handler(&method).unwrap();
         let event = &handler.event;
         assert_eq!(quote!(#event).to_string(), "Deposited");
-        assert!(handler.takes_context && handler.is_async);
+        assert!(handler.params.takes_context() && handler.is_async);
 
         let method: ImplItemFn = parse_quote! {
             fn on(&mut self, e: Deposited) -> Result<(), HandlerError> {}
         };
         let handler = event_handler(&method).unwrap();
-        assert!(!handler.takes_context && !handler.is_async);
+        assert!(!handler.params.takes_context() && !handler.is_async);
+
+        let method: ImplItemFn = parse_quote! {
+            async fn on(&mut self, e: Deposited, mailer: Dep<Mailer>) {}
+        };
+        let handler = event_handler(&method).unwrap();
+        assert!(!handler.params.takes_context());
+        assert_eq!(handler.params.extracted().count(), 1);
     }
 
     #[test]
@@ -250,7 +220,7 @@ mod tests {
                 parse_quote!(
                     fn f(&mut self, ctx: &EventContext<'_>, e: E) {}
                 ),
-                "comes before",
+                "the event comes first",
             ),
             (
                 parse_quote!(
@@ -260,9 +230,9 @@ mod tests {
             ),
             (
                 parse_quote!(
-                    fn f(&mut self, e: E, db: Db) {}
+                    fn f(&mut self, e: E, db: &Db) {}
                 ),
-                "unsupported parameter",
+                "cannot be a reference",
             ),
             (
                 parse_quote!(
