@@ -9,7 +9,7 @@ use crate::cache::Loaded;
 use crate::context::{CommandContext, DispatchOptions, Dispatched, ExecutionContext};
 use crate::emit::{Emitted, run_in_scope};
 use crate::engine::Engine;
-use crate::error::Error;
+use crate::error::{DomainError, Error};
 use crate::snapshot::SnapshotMark;
 
 /// The newest usable snapshot of a stream at or below `max_version`, or a fresh state.
@@ -171,7 +171,7 @@ where
         ))
         .await;
     // From here on, any early return drops `loaded`: the cache never sees a failed command's copy.
-    let output = result.map_err(Error::Domain)?;
+    let output = result.map_err(DomainError::into_error)?;
     let events = to_new_events::<A, C>(&stream, &ctx, emitted)?;
     if events.is_empty() {
         runtime.cache.put(id, loaded);

@@ -68,6 +68,20 @@ impl DomainError {
         self.inner.is::<E>()
     }
 
+    /// A framework [`Error`] that travelled through a handler's `?` comes back as itself (a
+    /// nested dispatch's conflict stays a conflict, a missing dependency stays one); anything
+    /// else is the domain rejection it is.
+    pub(crate) fn into_error(self) -> Error {
+        if self.code.is_none() && self.inner.is::<Error>() {
+            match self.inner.downcast::<Error>() {
+                Ok(error) => *error,
+                Err(inner) => Error::Domain(Self { code: None, inner }),
+            }
+        } else {
+            Error::Domain(self)
+        }
+    }
+
     /// The error as a standard error (to walk its sources).
     pub fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
         &*self.inner

@@ -268,3 +268,41 @@ async fn an_inline_processor_that_dispatches_neither_deadlocks_nor_lags() {
         vec![("mirror", store.head_position().await.unwrap())]
     );
 }
+
+/// Takes a dependency without declaring it, so only dispatch can notice it is missing.
+#[derive(Default)]
+struct Careless;
+impl Aggregate for Careless {
+    const TYPE_NAME: &'static str = "Careless";
+    fn configure(routes: &mut AggregateRoutes<Self>) {
+        routes.creating_command::<Touch>();
+    }
+}
+#[derive(Serialize, Deserialize)]
+struct Touch;
+impl Command for Touch {
+    type Output = ();
+    const TYPE_NAME: &'static str = "Touch";
+    fn aggregate_id(&self) -> AggregateId {
+        "t".into()
+    }
+}
+impl HandlesCommand<Touch> for Careless {
+    async fn handle(&mut self, _: Touch, ctx: &CommandContext) -> Result<(), DomainError> {
+        let _fees: Dep<Fees> = ctx.extract()?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn framework_errors_through_a_handler_keep_their_kind() {
+    let app = Application::builder()
+        .register_aggregate::<Careless>()
+        .build()
+        .unwrap();
+    let err = app.dispatch(Touch).await.unwrap_err();
+    assert!(
+        matches!(err, Error::MissingDependency { type_name } if type_name.ends_with("Fees")),
+        "a missing dependency is not a domain rejection: {err:?}"
+    );
+}
