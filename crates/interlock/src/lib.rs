@@ -29,7 +29,8 @@
 //!   [`macro@saga_deadline`]. They write exactly the trait impls you could write by hand,
 //!   nothing more.
 //! * **Stores**: the embedded SQLite store (feature `sqlite`, on by default) as
-//!   `interlock::sqlite`; the PostgreSQL store (feature `postgres`) as `interlock::postgres`.
+//!   `interlock::sqlite`; the PostgreSQL store (feature `postgres`) as `interlock::postgres`;
+//!   the MongoDB store (feature `mongodb`) as `interlock::mongodb`.
 //! * **Testing** (feature `testing`): given-when-then scenarios as `interlock::testing`.
 //!
 //! A command runs like this: `dispatch(cmd)` finds the one aggregate type that handles the
@@ -574,14 +575,18 @@
 //! |---|---|
 //! | `sqlite` (default) | the embedded SQLite event store, as `interlock::sqlite` |
 //! | `postgres` | the PostgreSQL event store, as `interlock::postgres` |
+//! | `mongodb` | the MongoDB event store (replica set), as `interlock::mongodb` |
 //! | `testing` | given-when-then scenarios and the store conformance suite, as `interlock::testing` |
-//! | `mongodb`, `otel` | reserved; not implemented yet |
+//! | `otel` | reserved; not implemented yet |
 //! | `full` | every implemented feature |
 
 pub use interlock_core as core;
 pub use interlock_runtime as runtime;
 pub use interlock_runtime::{middleware, migration, processor, saga};
 
+#[cfg(feature = "mongodb")]
+#[doc(inline)]
+pub use interlock_mongodb as mongodb;
 #[cfg(feature = "postgres")]
 #[doc(inline)]
 pub use interlock_postgres as postgres;
