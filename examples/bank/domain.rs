@@ -372,7 +372,11 @@ pub(crate) fn bank(builder: ApplicationBuilder) -> ApplicationBuilder {
         .register_middleware(ConcurrencyRetryMiddleware::new())
         .register_aggregate::<BankAccount>()
         .register_saga(TransferSaga)
-        .register_projection(Balances::default())
+        // The view lives in memory: rebuild it from the log on every start.
+        .register_projection_with(
+            Balances::default(),
+            ProcessorSettings::new().replay_on_start(),
+        )
 }
 
 /// Starts a transfer and waits until the saga has settled it. The money leaves the source at

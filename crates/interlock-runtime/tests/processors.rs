@@ -537,3 +537,29 @@ async fn a_processor_without_reset_refuses_a_rebuild() {
         Err(Error::ProcessorNotFound { .. })
     ));
 }
+
+#[tokio::test]
+async fn in_memory_views_replay_everything_on_start_when_asked() {
+    let store = InMemoryEventStore::new();
+    let settings = fast_retry().replay_on_start();
+    let first = app(&store, Totals::default(), settings);
+    first.start().await.unwrap();
+    let last = deposit(&first, "a", 5).await;
+    wait(&first, last).await;
+    first.shutdown().await.unwrap();
+
+    // A restart: a new, empty in-memory view. With durable checkpoints it would resume after
+    // the deposit and show nothing; replaying on start rebuilds it.
+    let second = app(&store, Totals::default(), settings);
+    second.start().await.unwrap();
+    let last = deposit(&second, "a", 1).await;
+    wait(&second, last).await;
+    assert_eq!(second.query(TotalOf("a".into())).await.unwrap(), Some(6));
+    use interlock_runtime::core::side::CheckpointStore;
+    assert_eq!(
+        store.load_checkpoint("totals").await.unwrap(),
+        None,
+        "the store holds no checkpoint for it"
+    );
+    second.shutdown().await.unwrap();
+}

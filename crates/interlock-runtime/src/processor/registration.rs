@@ -17,6 +17,7 @@ use super::{EventProcessor, ProcessorSettings};
 type Assemble = Box<dyn FnOnce(&ProcessorEnv) -> Arc<dyn ProcessorHandle> + Send>;
 
 /// What every processor of an application shares: the stores and the upcasters.
+#[derive(Clone)]
 pub(crate) struct ProcessorEnv {
     pub(crate) store: Arc<dyn EventStore>,
     pub(crate) side: SideStores,
@@ -38,6 +39,18 @@ pub(crate) struct ProcessorRegistration {
     assemble: Assemble,
 }
 
+impl ProcessorEnv {
+    /// The environment one processor runs in: with `replay_on_start`, a checkpoint store of its
+    /// own that lives and dies with the process.
+    fn for_settings(&self, settings: &ProcessorSettings) -> Self {
+        let mut env = self.clone();
+        if settings.replay_on_start {
+            env.side.checkpoints = Arc::new(crate::InMemoryEventStore::new());
+        }
+        env
+    }
+}
+
 impl ProcessorRegistration {
     pub(crate) fn new<P: EventProcessor>(processor: P, settings: ProcessorSettings) -> Self {
         let shared = Arc::new(RwLock::new(processor));
@@ -54,6 +67,7 @@ impl ProcessorRegistration {
             instance: Some((TypeId::of::<P>(), shared.clone())),
             problems,
             assemble: Box::new(move |env| {
+                let env = &env.for_settings(&settings);
                 let sink = HandlerSink::new(shared, routes, settings, env);
                 Arc::new(ProcessorCore::new(sink, settings, env))
             }),

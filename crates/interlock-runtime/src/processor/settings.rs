@@ -72,6 +72,7 @@ pub struct ProcessorSettings {
     pub(crate) batch_size: usize,
     pub(crate) retry: RetryPolicy,
     pub(crate) on_failure: FailurePolicy,
+    pub(crate) replay_on_start: bool,
 }
 
 impl Default for ProcessorSettings {
@@ -81,6 +82,7 @@ impl Default for ProcessorSettings {
             batch_size: 500,
             retry: RetryPolicy::default(),
             on_failure: FailurePolicy::Park,
+            replay_on_start: false,
         }
     }
 }
@@ -114,6 +116,16 @@ impl ProcessorSettings {
             max_attempts: retry.max_attempts.max(1),
             ..retry
         };
+        self
+    }
+
+    /// For processors whose state lives in process memory (a `HashMap` view): keep the
+    /// checkpoint in memory too, so every start replays every event from the beginning. Without
+    /// it, the checkpoint is durable in the store and a restart resumes after it, which is right
+    /// for read models and effects that survive the process, and wrong for in-memory state
+    /// (it would start empty and only see new events).
+    pub fn replay_on_start(mut self) -> Self {
+        self.replay_on_start = true;
         self
     }
 
