@@ -12,9 +12,41 @@ use std::collections::HashSet;
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{FnArg, Type};
+use syn::{FnArg, Signature, Type};
 
 use crate::signature::{names, typed};
+
+/// What to say when a handler's message parameter is wrong, per method kind.
+pub(crate) struct MessageErrors<'m> {
+    /// There is no parameter where the message belongs.
+    pub(crate) missing: &'m str,
+    /// The context or an extractor stands where the message belongs.
+    pub(crate) misplaced: &'m str,
+    /// The message is taken by reference.
+    pub(crate) by_reference: &'m str,
+}
+
+/// The message a handler takes (`param`, the next parameter): present, not the context or an
+/// extractor, taken by value. Shared by command handlers, event handlers and saga steps, which
+/// differ only in their messages.
+pub(crate) fn message_param<'a>(
+    sig: &Signature,
+    param: Option<&'a FnArg>,
+    context: &ContextKind,
+    errors: &MessageErrors<'_>,
+) -> syn::Result<&'a Type> {
+    let Some(param) = param else {
+        return Err(syn::Error::new(sig.paren_token.span.join(), errors.missing));
+    };
+    let message = typed(param)?;
+    if context.is(message) || is_extractor(message) {
+        return Err(syn::Error::new_spanned(message, errors.misplaced));
+    }
+    if let Type::Reference(reference) = message {
+        return Err(syn::Error::new_spanned(reference, errors.by_reference));
+    }
+    Ok(message)
+}
 
 /// The context a method kind receives, as the parameter must be written.
 pub(crate) struct ContextKind {

@@ -5,7 +5,7 @@ use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{Ident, ImplItemFn, ReturnType, Type};
 
-use crate::extract::{self, COMMAND_CONTEXT, Params};
+use crate::extract::{self, COMMAND_CONTEXT, MessageErrors, Params};
 use crate::signature::{mut_self, no_generics, typed, unsupported};
 
 /// A `#[handles_command]` method, as the generated `HandlesCommand` impl calls it.
@@ -41,25 +41,16 @@ pub(crate) fn handler(method: &ImplItemFn, creates: bool) -> syn::Result<Handler
         "a #[handles_command] method takes `&mut self`: it decides against the current state and emits events onto it",
     )?;
     let mut params = sig.inputs.iter().skip(1);
-    let Some(command) = params.next() else {
-        return Err(syn::Error::new(
-            sig.paren_token.span.join(),
-            format!("the handler takes no command: {HANDLER_SHAPE}"),
-        ));
-    };
-    let command = typed(command)?;
-    if COMMAND_CONTEXT.is(command) || extract::is_extractor(command) {
-        return Err(syn::Error::new_spanned(
-            command,
-            format!("the command comes first: {HANDLER_SHAPE}"),
-        ));
-    }
-    if let Type::Reference(reference) = command {
-        return Err(syn::Error::new_spanned(
-            reference,
-            "take the command by value (`command: MyCommand`): the handler owns the command it handles",
-        ));
-    }
+    let command = extract::message_param(
+        sig,
+        params.next(),
+        &COMMAND_CONTEXT,
+        &MessageErrors {
+            missing: &format!("the handler takes no command: {HANDLER_SHAPE}"),
+            misplaced: &format!("the command comes first: {HANDLER_SHAPE}"),
+            by_reference: "take the command by value (`command: MyCommand`): the handler owns the command it handles",
+        },
+    )?;
     let params = extract::read(params, &COMMAND_CONTEXT)?;
     let output_span = match &sig.output {
         ReturnType::Type(_, ty) if matches!(**ty, Type::Path(_)) => ty.span(),

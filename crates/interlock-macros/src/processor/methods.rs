@@ -5,7 +5,7 @@ use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{Ident, ImplItemFn, ReturnType, Type};
 
-use crate::extract::{self, EVENT_CONTEXT, Params};
+use crate::extract::{self, EVENT_CONTEXT, MessageErrors, Params};
 use crate::signature::{self, Receiver, mut_self, no_generics, typed, unit_or_result, unsupported};
 
 /// A `#[handles_event]` method, as the generated `HandlesEvent` impl calls it.
@@ -49,25 +49,16 @@ pub(crate) fn event_handler(method: &ImplItemFn) -> syn::Result<EventHandler> {
         "a #[handles_event] method takes `&mut self`: it folds the event into the read model",
     )?;
     let mut params = sig.inputs.iter().skip(1);
-    let Some(event) = params.next() else {
-        return Err(syn::Error::new(
-            sig.paren_token.span.join(),
-            format!("the handler takes no event: {EVENT_SHAPE}"),
-        ));
-    };
-    let event = typed(event)?;
-    if EVENT_CONTEXT.is(event) || extract::is_extractor(event) {
-        return Err(syn::Error::new_spanned(
-            event,
-            format!("the event comes first: {EVENT_SHAPE}"),
-        ));
-    }
-    if let Type::Reference(reference) = event {
-        return Err(syn::Error::new_spanned(
-            reference,
-            "take the event by value (`event: MyEvent`): it is decoded for this handler alone",
-        ));
-    }
+    let event = extract::message_param(
+        sig,
+        params.next(),
+        &EVENT_CONTEXT,
+        &MessageErrors {
+            missing: &format!("the handler takes no event: {EVENT_SHAPE}"),
+            misplaced: &format!("the event comes first: {EVENT_SHAPE}"),
+            by_reference: "take the event by value (`event: MyEvent`): it is decoded for this handler alone",
+        },
+    )?;
     let params = extract::read(params, &EVENT_CONTEXT)?;
     Ok(EventHandler {
         method: sig.ident.clone(),

@@ -3,7 +3,7 @@
 use proc_macro2::Span;
 use syn::{FnArg, Ident, ImplItemFn, Type};
 
-use crate::extract::{self, Params, SAGA_CONTEXT};
+use crate::extract::{self, MessageErrors, Params, SAGA_CONTEXT};
 use crate::signature::{self, Receiver, no_generics, typed, unit_or_result};
 
 /// A `#[saga_step]` or `#[saga_deadline]` method, as the generated `SagaStep` impl calls it.
@@ -48,25 +48,16 @@ pub(crate) fn step(method: &ImplItemFn, deadline: bool) -> syn::Result<Step> {
         ));
     };
     let state = state_type(state)?;
-    let Some(event) = params.next() else {
-        return Err(syn::Error::new(
-            sig.paren_token.span.join(),
-            format!("the step takes no event: {STEP_SHAPE}"),
-        ));
-    };
-    let event = typed(event)?;
-    if SAGA_CONTEXT.is(event) || extract::is_extractor(event) {
-        return Err(syn::Error::new_spanned(
-            event,
-            format!("the event comes right after the state: {STEP_SHAPE}"),
-        ));
-    }
-    if let Type::Reference(reference) = event {
-        return Err(syn::Error::new_spanned(
-            reference,
-            "take the event by value (`event: MyEvent`): it is decoded for this step alone",
-        ));
-    }
+    let event = extract::message_param(
+        sig,
+        params.next(),
+        &SAGA_CONTEXT,
+        &MessageErrors {
+            missing: &format!("the step takes no event: {STEP_SHAPE}"),
+            misplaced: &format!("the event comes right after the state: {STEP_SHAPE}"),
+            by_reference: "take the event by value (`event: MyEvent`): it is decoded for this step alone",
+        },
+    )?;
     let names_deadline = signature::names(event, "DeadlineReached");
     if deadline && !names_deadline {
         return Err(syn::Error::new_spanned(
