@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, with its set-up: `make test` runs this.
+# Arguments go to both `cargo test` runs (e.g. `-p interlock-sqlite`).
 #
 # - PostgreSQL: tests use $INTERLOCK_PG_URL (default: the local server at 127.0.0.1:5432). If no
 #   server answers, they print a notice and skip, unless INTERLOCK_REQUIRE_PG=1 (set in CI).
@@ -48,4 +49,12 @@ if [ -z "${MONGODB_URI:-}" ] && [ -x crates/interlock-mongodb/install-test-serve
     fi
 fi
 
-exec cargo test --workspace --all-features --locked "$@"
+cargo test --workspace --all-features --locked "$@"
+
+# The slow reliability tests (database restarts, kill loops, the load test) are `#[ignore]`d so
+# a plain `cargo test` stays quick; the whole suite runs them here, doc tests excepted (their
+# `ignore` blocks are not meant to compile). INTERLOCK_SKIP_SLOW=1 leaves them out.
+if [ "${INTERLOCK_SKIP_SLOW:-0}" != 1 ]; then
+    echo "== slow tests (ignored by a plain cargo test)"
+    cargo test --workspace --all-features --locked --tests "$@" -- --ignored
+fi

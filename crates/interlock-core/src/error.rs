@@ -149,6 +149,17 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
+    /// A write guarded by a lease was refused: the lease changed hands (its fence moved past
+    /// this one), so this process no longer owns the work.
+    #[error("lease {key} is no longer held by {owner} with fence {fence}: another owner took it over")]
+    Fenced {
+        /// The lease key.
+        key: String,
+        /// The owner that lost it.
+        owner: String,
+        /// The fence it held.
+        fence: u64,
+    },
     /// The backend does not offer this operation.
     #[error("the {backend} store does not support {operation}")]
     Unsupported {

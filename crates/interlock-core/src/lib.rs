@@ -25,6 +25,7 @@
 pub mod envelope;
 pub mod error;
 pub mod ids;
+pub mod lease;
 pub mod message;
 pub mod position;
 pub mod side;
@@ -36,6 +37,7 @@ pub use envelope::{Metadata, NewEvent, RecordedEvent};
 pub use error::{
     BoxError, ConcurrencyError, DecodeError, DecodeReason, StoreError, ValidationError,
 };
+pub use lease::{Lease, LeaseStore};
 pub use ids::{AggregateId, EventId, MAX_ID_LEN, StreamId};
 pub use message::{Command, Event, EventBatch, Query, SerializedEvent};
 pub use position::{ExpectedVersion, Position};

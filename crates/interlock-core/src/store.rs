@@ -165,6 +165,9 @@ pub struct SideStores {
     pub dead_letters: Arc<dyn DeadLetterStore>,
     /// Idempotency keys and results.
     pub idempotency: Arc<dyn IdempotencyStore>,
+    /// Leases with fencing numbers, for processors split across processes; `None` when the
+    /// backend does not keep them.
+    pub leases: Option<Arc<dyn crate::lease::LeaseStore>>,
 }
 
 impl SideStores {
@@ -184,7 +187,14 @@ impl SideStores {
             sagas: Arc::new(backend.clone()),
             dead_letters: Arc::new(backend.clone()),
             idempotency: Arc::new(backend),
+            leases: None,
         }
+    }
+
+    /// Adds the backend's lease store.
+    pub fn with_leases(mut self, leases: impl crate::lease::LeaseStore) -> Self {
+        self.leases = Some(Arc::new(leases));
+        self
     }
 }
 

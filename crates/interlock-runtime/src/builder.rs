@@ -47,6 +47,7 @@ pub struct ApplicationBuilder {
     hooks: Vec<Arc<dyn ErasedLifecycle>>,
     clock: Option<Arc<dyn Clock>>,
     sagas: Vec<&'static str>,
+    node_id: Option<String>,
     problems: Vec<String>,
 }
 
@@ -202,6 +203,15 @@ impl ApplicationBuilder {
         self
     }
 
+    /// Names this process among the processes that run the same application over one store:
+    /// the owner of the partition leases it takes (see [`ProcessorSettings::partitions`]).
+    /// Default: the process id plus a random suffix, unique per `build()`. Two processes must
+    /// never share a node id.
+    pub fn with_node_id(mut self, node_id: impl Into<String>) -> Self {
+        self.node_id = Some(node_id.into());
+        self
+    }
+
     /// Uses this clock for saga deadlines (default: the system clock).
     pub fn with_clock(mut self, clock: impl Clock) -> Self {
         self.clock = Some(Arc::new(clock));
@@ -291,8 +301,13 @@ impl ApplicationBuilder {
         }
         let mut processor_names = HashSet::new();
         let mut queries: HashMap<TypeId, (&'static str, &'static str)> = HashMap::new();
+        let store_has_leases = self
+            .store
+            .as_ref()
+            .is_none_or(|store| store.side_stores().is_none_or(|side| side.leases.is_some()));
         for registration in &self.processors {
             problems.extend(registration.problems.iter().cloned());
+            problems.extend(registration.settings_problems(store_has_leases));
             if !processor_names.insert(registration.name) {
                 problems.push(format!(
                     "two processors are named {}: each needs its own name for its checkpoint",
@@ -377,6 +392,7 @@ impl ApplicationBuilder {
             middleware,
             hooks: self.hooks,
             sagas: self.sagas,
+            node: self.node_id.map_or_else(default_node_id, Arc::from),
         };
         let dependencies = self.dependencies;
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
@@ -392,4 +408,10 @@ impl ApplicationBuilder {
         });
         Ok(Application { engine })
     }
+}
+
+/// A node id unique to this process and build: the process id and a random suffix.
+fn default_node_id() -> Arc<str> {
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    Arc::from(format!("pid{}-{}", std::process::id(), &random[..12]))
 }

@@ -65,6 +65,7 @@ pub(crate) struct EngineParts {
     pub(crate) middleware: Vec<Arc<dyn Middleware>>,
     pub(crate) hooks: Vec<Arc<dyn ErasedLifecycle>>,
     pub(crate) sagas: Vec<&'static str>,
+    pub(crate) node: Arc<str>,
 }
 
 impl Engine {
@@ -79,6 +80,7 @@ impl Engine {
             middleware,
             hooks,
             sagas,
+            node,
         } = parts;
         let mut commands = HashMap::new();
         let mut aggregates = HashMap::new();
@@ -103,6 +105,7 @@ impl Engine {
                 side: side.clone(),
                 upcasters: upcasters.clone(),
                 services: services.clone(),
+                node: node.clone(),
             }));
         }
         Self {
@@ -485,6 +488,12 @@ impl Application {
 
     /// Hands a parked event to its processor again; on success the dead letter is removed, on
     /// failure it stays parked with more attempts and the error is returned.
+    ///
+    /// Parking keeps stream order: once an event of a stream is parked, that processor parks
+    /// the stream's later events behind it ("held", with 0 attempts) while other streams flow.
+    /// A replay therefore takes the processor's letters of the letter's stream from the oldest
+    /// one, in stream order, and stops at the first that fails again; when none is left, the
+    /// stream flows again.
     pub async fn replay_dead_letter(&self, id: u64) -> Result<(), Error> {
         let letter = self
             .engine

@@ -275,7 +275,7 @@ impl EventStore for InMemoryEventStore {
     }
 
     fn side_stores(&self) -> Option<SideStores> {
-        Some(SideStores::from_backend(self.clone()))
+        Some(SideStores::from_backend(self.clone()).with_leases(self.clone()))
     }
 
     async fn rewrite_event(&self, rewrite: EventRewrite) -> Result<(), StoreError> {

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use interlock_core::side::{
     NewDeadLetter, SagaState, SagaStateStore, Snapshot, SnapshotStore, validate_json,
     validate_name,
 };
+use interlock_core::lease::{Lease, LeaseStore, fenced, validate_lease_request};
 use interlock_core::{ConcurrencyError, ExpectedVersion, Position, StoreError, StreamId};
 
 use crate::memory::InMemoryEventStore;
@@ -24,6 +26,13 @@ pub(crate) struct SideState {
     dead_letters: BTreeMap<u64, DeadLetter>,
     next_dead_letter: u64,
     idempotency: HashMap<String, IdempotencyClaim>,
+    leases: BTreeMap<String, MemoryLease>,
+}
+
+struct MemoryLease {
+    owner: String,
+    fence: u64,
+    expires: Instant,
 }
 
 pub(crate) type Side = Mutex<SideState>;
@@ -68,6 +77,98 @@ impl CheckpointStore for InMemoryEventStore {
         lock(self.side())
             .checkpoints
             .insert(processor.to_owned(), position);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LeaseStore for InMemoryEventStore {
+    async fn acquire(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        validate_lease_request(key, owner, ttl)?;
+        let now = Instant::now();
+        let mut side = lock(self.side());
+        let lease = side.leases.entry(key.to_owned()).or_insert(MemoryLease {
+            owner: String::new(),
+            fence: 0,
+            expires: now,
+        });
+        if lease.owner == owner {
+            lease.expires = now + ttl;
+        } else if lease.expires <= now {
+            lease.owner = owner.to_owned();
+            lease.fence += 1;
+            lease.expires = now + ttl;
+        } else {
+            return Ok(None);
+        }
+        Ok(Some(Lease {
+            key: key.to_owned(),
+            owner: owner.to_owned(),
+            fence: lease.fence,
+        }))
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError> {
+        validate_lease_request(&lease.key, &lease.owner, ttl)?;
+        let mut side = lock(self.side());
+        match side.leases.get_mut(&lease.key) {
+            Some(held) if held.owner == lease.owner && held.fence == lease.fence => {
+                held.expires = Instant::now() + ttl;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), StoreError> {
+        let mut side = lock(self.side());
+        if let Some(held) = side.leases.get_mut(&lease.key)
+            && held.owner == lease.owner
+            && held.fence == lease.fence
+        {
+            held.owner.clear();
+            held.expires = Instant::now();
+        }
+        Ok(())
+    }
+
+    async fn live_leases(&self, prefix: &str) -> Result<Vec<Lease>, StoreError> {
+        let now = Instant::now();
+        let side = lock(self.side());
+        Ok(side
+            .leases
+            .range(prefix.to_owned()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .filter(|(_, held)| held.expires > now && !held.owner.is_empty())
+            .map(|(key, held)| Lease {
+                key: key.clone(),
+                owner: held.owner.clone(),
+                fence: held.fence,
+            })
+            .collect())
+    }
+
+    async fn save_checkpoint_fenced(
+        &self,
+        processor: &str,
+        position: Position,
+        lease: &Lease,
+    ) -> Result<(), StoreError> {
+        validate_name("processor", processor)?;
+        let mut side = lock(self.side());
+        let holds = side
+            .leases
+            .get(&lease.key)
+            .is_some_and(|held| held.owner == lease.owner && held.fence == lease.fence);
+        if !holds {
+            return Err(fenced(lease));
+        }
+        side.checkpoints.insert(processor.to_owned(), position);
         Ok(())
     }
 }

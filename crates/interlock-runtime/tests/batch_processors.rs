@@ -81,7 +81,7 @@ impl BatchProcessor for Totals {
         if batch.store_checkpoint
             && let Some(p) = outcome.applied_up_to
         {
-            self.store.save_checkpoint(Self::NAME, p).await?;
+            self.store.save_checkpoint(batch.checkpoint, p).await?;
         }
         Ok(outcome)
     }

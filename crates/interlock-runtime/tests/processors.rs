@@ -387,8 +387,24 @@ async fn inline_processors_run_before_dispatch_returns() {
         2,
         "the events stay committed"
     );
-    deposit(&app, "a", 1).await;
-    assert_eq!(app.query(TotalOf("a".into())).await.unwrap(), Some(6));
+    // Other streams keep flowing; later events of "a" wait behind its parked one, in order.
+    deposit(&app, "b", 1).await;
+    assert_eq!(app.query(TotalOf("b".into())).await.unwrap(), Some(1));
+    let held = app
+        .dispatch(Deposit {
+            account: "a".into(),
+            amount: 1,
+        })
+        .await
+        .unwrap_err();
+    match &held {
+        Error::Processing { failures, .. } => {
+            assert_eq!(failures[0].attempts, 0, "held, not tried");
+            assert!(failures[0].error.contains("held behind"), "{held}");
+        }
+        other => panic!("expected the event to be held, got {other:?}"),
+    }
+    assert_eq!(app.query(TotalOf("a".into())).await.unwrap(), Some(5));
 }
 
 #[tokio::test]
@@ -560,6 +576,102 @@ async fn in_memory_views_replay_everything_on_start_when_asked() {
         store.load_checkpoint("totals").await.unwrap(),
         None,
         "the store holds no checkpoint for it"
+    );
+    second.shutdown().await.unwrap();
+}
+
+/// RELIABILITY.md #12: a poison event parks its stream's later events behind it, in order, while
+/// other streams keep flowing; a replay after the fix applies the parked event and then the held
+/// ones, in stream order, and the stream flows again.
+#[tokio::test]
+async fn a_poison_event_holds_its_stream_in_order_until_replayed() {
+    let store = InMemoryEventStore::new();
+    let totals = Totals::default();
+    let deliveries = totals.deliveries.clone();
+    let fixed = totals.fixed.clone();
+    let app = app(&store, totals, fast_retry().batch_size(3));
+    app.start().await.unwrap();
+    let mut s_positions = Vec::new();
+    for (account, amount) in [
+        ("s", 1),
+        ("t", 10),
+        ("s", 13),
+        ("u", 100),
+        ("s", 2),
+        ("t", 20),
+        ("s", 3),
+        ("u", 200),
+    ] {
+        let position = deposit(&app, account, amount).await;
+        if account == "s" {
+            s_positions.push(position);
+        }
+    }
+    wait(&app, store.head_position().await.unwrap()).await;
+    assert_eq!(app.query(TotalOf("t".into())).await.unwrap(), Some(30));
+    assert_eq!(app.query(TotalOf("u".into())).await.unwrap(), Some(300));
+    assert_eq!(app.query(TotalOf("s".into())).await.unwrap(), Some(1));
+
+    let letters = app.dead_letters(Some("totals")).await.unwrap();
+    let summary: Vec<_> = letters
+        .iter()
+        .map(|l| (l.stream_id.id().to_owned(), l.stream_version, l.attempts))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![("s".into(), 2, 3), ("s".into(), 3, 0), ("s".into(), 4, 0)],
+        "the poison event after its 3 attempts, then the held ones, untried"
+    );
+    assert!(letters[0].error.contains("13 is unlucky"));
+    assert!(letters[1].error.contains("held behind"));
+
+    // Replaying before the fix fails again and keeps everything in place.
+    assert!(app.replay_dead_letter(letters[1].id).await.is_err());
+    assert_eq!(app.dead_letters(Some("totals")).await.unwrap().len(), 3);
+
+    fixed.store(true, Ordering::SeqCst);
+    // Replaying any letter of the stream starts from its oldest.
+    app.replay_dead_letter(letters[2].id).await.unwrap();
+    assert!(app.dead_letters(Some("totals")).await.unwrap().is_empty());
+    assert_eq!(app.query(TotalOf("s".into())).await.unwrap(), Some(19));
+    let s_seen: Vec<Position> = deliveries
+        .lock()
+        .unwrap()
+        .iter()
+        .copied()
+        .filter(|p| s_positions.contains(p))
+        .collect();
+    assert_eq!(s_seen, s_positions, "stream s handled once each, in order");
+
+    // The stream is no longer held.
+    let next = deposit(&app, "s", 4).await;
+    wait(&app, next).await;
+    assert_eq!(app.query(TotalOf("s".into())).await.unwrap(), Some(23));
+    assert!(app.dead_letters(Some("totals")).await.unwrap().is_empty());
+    app.shutdown().await.unwrap();
+}
+
+/// A held stream stays held across a restart (the index is rebuilt from the stored letters).
+#[tokio::test]
+async fn a_held_stream_stays_held_after_a_restart() {
+    let store = InMemoryEventStore::new();
+    let first = app(&store, Totals::default(), fast_retry());
+    first.start().await.unwrap();
+    deposit(&first, "s", 13).await;
+    let head = deposit(&first, "s", 1).await;
+    wait(&first, head).await;
+    first.shutdown().await.unwrap();
+    assert_eq!(first.dead_letters(None).await.unwrap().len(), 2);
+
+    let second = app(&store, Totals::default(), fast_retry());
+    second.start().await.unwrap();
+    let head = deposit(&second, "s", 5).await;
+    wait(&second, head).await;
+    let letters = second.dead_letters(None).await.unwrap();
+    assert_eq!(
+        letters.iter().map(|l| l.stream_version).collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "the new event waits behind the old ones"
     );
     second.shutdown().await.unwrap();
 }

@@ -9,7 +9,7 @@ use interlock_core::{Position, RecordedEvent, StoreError};
 use tokio::sync::Mutex;
 
 use super::HandlerError;
-use super::core::{BatchError, Sink};
+use super::core::{BatchError, Sink, Target};
 use super::settings::FailurePolicy;
 use crate::error::ProcessingFailure;
 
@@ -24,7 +24,8 @@ pub trait BatchProcessor: Send + Sync + 'static {
 
     /// Applies `batch.events` in order, in one transaction that also stores, when
     /// `batch.store_checkpoint` is set, the position of the last event it got past under
-    /// [`Self::NAME`] in the store's checkpoint table. An event that fails is parked in that
+    /// `batch.checkpoint` in the store's checkpoint table (with the fence check of `batch.lease`
+    /// in that same transaction, when there is one). An event that fails is parked in that
     /// transaction (policy [`FailurePolicy::Park`]) or ends the batch before it
     /// ([`FailurePolicy::Stop`]).
     fn apply_batch(
@@ -38,11 +39,20 @@ pub trait BatchProcessor: Send + Sync + 'static {
 
 /// A batch handed to a [`BatchProcessor`].
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Batch<'a> {
     /// Events in global order, already upcast.
     pub events: &'a [RecordedEvent],
     /// Whether to store the checkpoint (not for dead-letter replays, which must not move it).
     pub store_checkpoint: bool,
+    /// The name to store the checkpoint under: the processor's name, or for a partitioned
+    /// processor the partition's (`"<name>#<index>/<count>"`).
+    pub checkpoint: &'a str,
+    /// The lease this process holds on the partition, when the processor is partitioned or
+    /// exclusive: the checkpoint must be stored only if the lease still carries this fence
+    /// (checked in the batch's own transaction); otherwise the whole batch is rolled back and the
+    /// answer is [`StoreError::Fenced`].
+    pub lease: Option<&'a interlock_core::Lease>,
     /// What to do with an event that fails.
     pub on_failure: FailurePolicy,
 }
@@ -95,11 +105,23 @@ impl<T: BatchProcessor> Sink for BatchSink<T> {
         &'a self,
         cursor: &'a mut Position,
         events: &'a [RecordedEvent],
+        target: &'a Target<'a>,
     ) -> BoxFuture<'a, Result<Vec<ProcessingFailure>, BatchError>> {
         Box::pin(async move {
             let after = *cursor;
-            let fresh = self.upcast(events.iter().filter(|e| e.position > after).cloned());
+            let last = events.last().map(|e| e.position).filter(|&p| p > after);
+            let fresh = self.upcast(
+                events
+                    .iter()
+                    .filter(|e| e.position > after && target.takes(e))
+                    .cloned(),
+            );
             if fresh.is_empty() {
+                // Only other partitions' events: move on in memory; their checkpoint can wait
+                // for this partition's next event (re-reading them after a restart is harmless).
+                if let Some(last) = last {
+                    *cursor = last;
+                }
                 return Ok(Vec::new());
             }
             let outcome = self
@@ -109,6 +131,8 @@ impl<T: BatchProcessor> Sink for BatchSink<T> {
                 .apply_batch(Batch {
                     events: &fresh,
                     store_checkpoint: true,
+                    checkpoint: target.checkpoint,
+                    lease: target.lease,
                     on_failure: self.on_failure,
                 })
                 .await?;
@@ -117,7 +141,13 @@ impl<T: BatchProcessor> Sink for BatchSink<T> {
             }
             match outcome.stopped {
                 Some(failure) => Err(BatchError::Stopped(failure)),
-                None => Ok(outcome.parked),
+                None => {
+                    // Events of other partitions after the last one applied.
+                    if let Some(last) = last {
+                        *cursor = (*cursor).max(last);
+                    }
+                    Ok(outcome.parked)
+                }
             }
         })
     }
@@ -136,6 +166,8 @@ impl<T: BatchProcessor> Sink for BatchSink<T> {
                 .apply_batch(Batch {
                     events: &events,
                     store_checkpoint: false,
+                    checkpoint: T::NAME,
+                    lease: None,
                     on_failure: FailurePolicy::Stop,
                 })
                 .await

@@ -6,14 +6,14 @@
 //! subscription that restarts, or a rebuild that overtakes the background task, never delivers an
 //! event twice in one process.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use interlock_core::side::{CheckpointStore, DeadLetter, DeadLetterStore, NewDeadLetter};
 use interlock_core::upcast::Upcasters;
-use interlock_core::{EventStore, Position, RecordedEvent, StoreError};
+use interlock_core::{EventStore, Lease, LeaseStore, Position, RecordedEvent, StoreError, StreamId};
 use tokio::sync::{Mutex, RwLock, watch};
 
 use super::registration::ProcessorEnv;
@@ -46,8 +46,106 @@ pub(crate) fn is_delivering(processor: &str) -> bool {
 }
 
 pub(crate) struct Cursor {
+    pub(crate) position: Position,
+    pub(crate) loaded: bool,
+}
+
+/// One slice of a partitioned processor: the streams whose [`partition_of`] is `index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Partition {
+    pub(crate) index: u32,
+    pub(crate) count: u32,
+}
+
+/// The partition (0-based, below `count`) a stream's events go to when a processor is split into
+/// `count` partitions: FNV-1a over the stream's category and id, so every process, platform and
+/// version of Interlock agrees. `count` 0 is read as 1.
+pub fn partition_of(stream: &StreamId, count: u32) -> u32 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    let category = stream.category().as_bytes();
+    // A separator byte that cannot occur in a name (they hold no NUL), so ("ab","c") and
+    // ("a","bc") differ.
+    for &byte in category.iter().chain(&[0u8]).chain(stream.id().as_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    (hash % u64::from(count.max(1))) as u32
+}
+
+/// Which events a core delivers, where its checkpoint goes, and the lease that guards it.
+pub(crate) struct Scope {
+    pub(crate) checkpoint: String,
+    pub(crate) partition: Option<Partition>,
+    /// Held while this process owns the partition; `None` for unpartitioned processors.
+    pub(crate) lease: StdMutex<Option<Lease>>,
+}
+
+impl Scope {
+    fn whole(name: &str) -> Self {
+        Self {
+            checkpoint: name.to_owned(),
+            partition: None,
+            lease: StdMutex::new(None),
+        }
+    }
+
+    pub(crate) fn lease(&self) -> Option<Lease> {
+        self.lease
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_lease(&self, lease: Option<Lease>) {
+        *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = lease;
+    }
+
+    /// The error for delivering without the lease this scope needs.
+    fn not_leased(&self) -> StoreError {
+        StoreError::Fenced {
+            key: self.checkpoint.clone(),
+            owner: String::new(),
+            fence: 0,
+        }
+    }
+}
+
+/// What a sink needs to know about the batch it is given.
+pub(crate) struct Target<'a> {
+    pub(crate) checkpoint: &'a str,
+    pub(crate) partition: Option<Partition>,
+    pub(crate) lease: Option<&'a Lease>,
+}
+
+impl Target<'_> {
+    /// Whether this target delivers `event` (its stream is in the partition).
+    pub(crate) fn takes(&self, event: &RecordedEvent) -> bool {
+        self.partition
+            .is_none_or(|p| partition_of(&event.stream_id, p.count) == p.index)
+    }
+}
+
+/// Saves a checkpoint, through the lease's fence when there is one.
+pub(crate) async fn save_checkpoint(
+    checkpoints: &dyn CheckpointStore,
+    leases: Option<&dyn LeaseStore>,
+    target: &Target<'_>,
     position: Position,
-    loaded: bool,
+) -> Result<(), StoreError> {
+    match (target.lease, leases) {
+        (None, _) => checkpoints.save_checkpoint(target.checkpoint, position).await,
+        (Some(lease), Some(leases)) => {
+            leases
+                .save_checkpoint_fenced(target.checkpoint, position, lease)
+                .await
+        }
+        (Some(_), None) => Err(StoreError::Unsupported {
+            backend: "this",
+            operation: "leases",
+        }),
+    }
 }
 
 /// Why a batch did not complete.
@@ -83,20 +181,27 @@ pub(crate) trait Sink: Send + Sync + 'static {
         &'a self,
         cursor: &'a mut Position,
         events: &'a [RecordedEvent],
+        target: &'a Target<'a>,
     ) -> BoxFuture<'a, Result<Vec<ProcessingFailure>, BatchError>>;
     /// Empties the read model before a rebuild.
     fn reset(&self) -> BoxFuture<'_, Result<(), HandlerError>>;
     /// Hands one parked event over again, without moving the checkpoint.
     fn redeliver(&self, event: RecordedEvent) -> BoxFuture<'_, Result<(), (HandlerError, u32)>>;
+    /// The dead letter of `stream` at `version` was replayed and deleted.
+    fn replayed(&self, stream: &StreamId, version: u64) {
+        let _ = (stream, version);
+    }
 }
 
 pub(crate) struct ProcessorCore<S> {
-    sink: S,
+    pub(crate) sink: Arc<S>,
+    pub(crate) scope: Scope,
     settings: ProcessorSettings,
     store: Arc<dyn EventStore>,
     checkpoints: Arc<dyn CheckpointStore>,
+    leases: Option<Arc<dyn LeaseStore>>,
     dead_letters: Arc<dyn DeadLetterStore>,
-    cursor: Mutex<Cursor>,
+    pub(crate) cursor: Mutex<Cursor>,
     progress: watch::Sender<Position>,
     stopped: StdMutex<Option<ProcessingFailure>>,
 }
@@ -132,6 +237,29 @@ pub(crate) struct HandlerSink<P: EventProcessor> {
     dead_letters: Arc<dyn DeadLetterStore>,
     upcasters: Arc<Upcasters>,
     services: Arc<Services>,
+    leases: Option<Arc<dyn LeaseStore>>,
+    /// The parked events of this processor, by stream then version (letter id as value); `None`
+    /// until loaded from the dead-letter store. A stream with a parked event is *held*: its
+    /// later events are parked behind it, in order, until a replay clears them.
+    letters: StdMutex<Option<Letters>>,
+}
+
+type Letters = HashMap<StreamId, BTreeMap<u64, u64>>;
+
+/// Every dead letter of one processor, oldest first.
+pub(crate) async fn all_letters(
+    store: &dyn DeadLetterStore,
+    processor: &str,
+) -> Result<Vec<DeadLetter>, StoreError> {
+    let mut letters = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_dead_letters(Some(processor), after, 500).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        letters.extend(page);
+    }
+    Ok(letters)
 }
 
 impl<P: EventProcessor> HandlerSink<P> {
@@ -149,7 +277,33 @@ impl<P: EventProcessor> HandlerSink<P> {
             dead_letters: env.side.dead_letters.clone(),
             upcasters: env.upcasters.clone(),
             services: env.services.clone(),
+            leases: env.side.leases.clone(),
+            letters: StdMutex::new(None),
         }
+    }
+
+    fn with_letters<R>(&self, f: impl FnOnce(&mut Letters) -> R) -> R {
+        let mut letters = self.letters.lock().unwrap_or_else(PoisonError::into_inner);
+        f(letters.get_or_insert_with(HashMap::new))
+    }
+
+    async fn load_letters(&self) -> Result<(), StoreError> {
+        let loaded = self
+            .letters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        if !loaded {
+            let mut index = Letters::new();
+            for letter in all_letters(&*self.dead_letters, P::NAME).await? {
+                index
+                    .entry(letter.stream_id)
+                    .or_default()
+                    .insert(letter.stream_version, letter.id);
+            }
+            *self.letters.lock().unwrap_or_else(PoisonError::into_inner) = Some(index);
+        }
+        Ok(())
     }
 
     /// Handles one event with retries; `Err` carries the last error and the attempt count.
@@ -189,23 +343,85 @@ impl<P: EventProcessor> HandlerSink<P> {
         }
     }
 
-    async fn save(&self, cursor: Position, before: Position) -> Result<(), StoreError> {
+    async fn save(
+        &self,
+        cursor: Position,
+        before: Position,
+        target: &Target<'_>,
+    ) -> Result<(), StoreError> {
         if cursor != before {
-            self.checkpoints.save_checkpoint(P::NAME, cursor).await?;
+            save_checkpoint(&*self.checkpoints, self.leases.as_deref(), target, cursor).await?;
         }
         Ok(())
+    }
+
+    async fn park(
+        &self,
+        event: &RecordedEvent,
+        error: &HandlerError,
+        attempts: u32,
+    ) -> Result<ProcessingFailure, StoreError> {
+        let failure = ProcessingFailure::new(P::NAME, event, error, attempts);
+        let id = self
+            .dead_letters
+            .park(NewDeadLetter::for_event(
+                P::NAME,
+                event,
+                error.to_string(),
+                attempts,
+            ))
+            .await?;
+        self.with_letters(|letters| {
+            letters
+                .entry(event.stream_id.clone())
+                .or_default()
+                .insert(event.stream_version, id)
+        });
+        Ok(failure)
     }
 
     async fn deliver_batch(
         &self,
         cursor: &mut Position,
         events: &[RecordedEvent],
+        target: &Target<'_>,
     ) -> Result<Vec<ProcessingFailure>, BatchError> {
+        self.load_letters().await?;
         let mut parked = Vec::new();
         let before = *cursor;
         let mut processor = self.processor.write().await;
         for event in events {
             if event.position <= *cursor {
+                continue;
+            }
+            if !target.takes(event) {
+                *cursor = event.position;
+                continue;
+            }
+            // Ordered parking: an event behind a parked one of its stream waits as a letter too.
+            let (held_behind, own_letter) = self.with_letters(|letters| {
+                letters.get(&event.stream_id).map_or((None, None), |versions| {
+                    (
+                        versions
+                            .keys()
+                            .next()
+                            .copied()
+                            .filter(|&first| first < event.stream_version),
+                        versions.get(&event.stream_version).copied(),
+                    )
+                })
+            });
+            if let Some(first) = held_behind
+                && self.settings.on_failure == FailurePolicy::Park
+            {
+                let error = HandlerError::new(format!(
+                    "held behind the parked event at version {first} of stream {}: replay that one first",
+                    event.stream_id
+                ));
+                let failure = self.park(event, &error, 0).await?;
+                tracing::warn!(%failure, "holding an event behind a parked one of its stream");
+                parked.push(failure);
+                *cursor = event.position;
                 continue;
             }
             let outcome = match self.upcasters.upcast(event) {
@@ -219,32 +435,32 @@ impl<P: EventProcessor> HandlerSink<P> {
                 // An event that cannot be upcast cannot be handled: park it like a failure.
                 Err(e) => Some((HandlerError::from(e), 1)),
             };
-            if let Some((error, attempts)) = outcome {
-                let failure = ProcessingFailure::new(P::NAME, event, &error, attempts);
-                match self.settings.on_failure {
+            match outcome {
+                None => {
+                    // Handled now (a redelivery after a fix, a rebuild): its letter is done.
+                    if let Some(id) = own_letter {
+                        self.dead_letters.delete_dead_letter(id).await?;
+                        self.replayed(&event.stream_id, event.stream_version);
+                    }
+                }
+                Some((error, attempts)) => match self.settings.on_failure {
                     FailurePolicy::Park => {
+                        let failure = self.park(event, &error, attempts).await?;
                         tracing::error!(%failure, "parking event as a dead letter");
-                        self.dead_letters
-                            .park(NewDeadLetter::for_event(
-                                P::NAME,
-                                event,
-                                error.to_string(),
-                                attempts,
-                            ))
-                            .await?;
                         parked.push(failure);
                     }
                     FailurePolicy::Stop => {
+                        let failure = ProcessingFailure::new(P::NAME, event, &error, attempts);
                         drop(processor);
-                        self.save(*cursor, before).await?;
+                        self.save(*cursor, before, target).await?;
                         return Err(BatchError::Stopped(failure));
                     }
-                }
+                },
             }
             *cursor = event.position;
         }
         drop(processor);
-        self.save(*cursor, before).await?;
+        self.save(*cursor, before, target).await?;
         Ok(parked)
     }
 }
@@ -258,8 +474,20 @@ impl<P: EventProcessor> Sink for HandlerSink<P> {
         &'a self,
         cursor: &'a mut Position,
         events: &'a [RecordedEvent],
+        target: &'a Target<'a>,
     ) -> BoxFuture<'a, Result<Vec<ProcessingFailure>, BatchError>> {
-        Box::pin(self.deliver_batch(cursor, events))
+        Box::pin(self.deliver_batch(cursor, events, target))
+    }
+
+    fn replayed(&self, stream: &StreamId, version: u64) {
+        self.with_letters(|letters| {
+            if let Some(versions) = letters.get_mut(stream) {
+                versions.remove(&version);
+                if versions.is_empty() {
+                    letters.remove(stream);
+                }
+            }
+        });
     }
 
     fn reset(&self) -> BoxFuture<'_, Result<(), HandlerError>> {
@@ -285,11 +513,24 @@ impl<P: EventProcessor> Sink for HandlerSink<P> {
 
 impl<S: Sink> ProcessorCore<S> {
     pub(crate) fn new(sink: S, settings: ProcessorSettings, env: &ProcessorEnv) -> Self {
+        let scope = Scope::whole(sink.name());
+        Self::scoped(Arc::new(sink), scope, settings, env)
+    }
+
+    /// A core delivering one partition of a processor whose sink it shares with the others.
+    pub(crate) fn scoped(
+        sink: Arc<S>,
+        scope: Scope,
+        settings: ProcessorSettings,
+        env: &ProcessorEnv,
+    ) -> Self {
         Self {
             sink,
+            scope,
             settings,
             store: env.store.clone(),
             checkpoints: env.side.checkpoints.clone(),
+            leases: env.side.leases.clone(),
             dead_letters: env.side.dead_letters.clone(),
             cursor: Mutex::new(Cursor {
                 position: Position::START,
@@ -304,7 +545,7 @@ impl<S: Sink> ProcessorCore<S> {
         if !cursor.loaded {
             cursor.position = self
                 .checkpoints
-                .load_checkpoint(self.sink.name())
+                .load_checkpoint(&self.scope.checkpoint)
                 .await?
                 .unwrap_or(Position::START);
             cursor.loaded = true;
@@ -319,7 +560,21 @@ impl<S: Sink> ProcessorCore<S> {
         cursor: &mut Cursor,
         events: &[RecordedEvent],
     ) -> Result<Vec<ProcessingFailure>, BatchError> {
-        let result = self.sink.deliver(&mut cursor.position, events).await;
+        let lease = self.scope.lease();
+        if self.scope.partition.is_some() && lease.is_none() {
+            return Err(BatchError::Store(self.scope.not_leased()));
+        }
+        let target = Target {
+            checkpoint: &self.scope.checkpoint,
+            partition: self.scope.partition,
+            lease: lease.as_ref(),
+        };
+        let result = self.sink.deliver(&mut cursor.position, events, &target).await;
+        if let Err(BatchError::Store(StoreError::Fenced { .. })) = &result {
+            // Another process owns this partition now: forget what this one believed.
+            self.scope.set_lease(None);
+            cursor.loaded = false;
+        }
         self.progress.send_if_modified(|p| {
             let moved = *p != cursor.position;
             *p = cursor.position;
@@ -334,7 +589,7 @@ impl<S: Sink> ProcessorCore<S> {
         result
     }
 
-    async fn catch_up_locked(
+    pub(crate) async fn catch_up_locked(
         &self,
         cursor: &mut Cursor,
         target: Option<Position>,
@@ -391,6 +646,10 @@ impl<S: Sink> ProcessorCore<S> {
                 match self.process_batch(&mut cursor, &events).await {
                     Ok(_) => failures = 0,
                     Err(BatchError::Stopped(_)) => return,
+                    Err(BatchError::Store(e @ StoreError::Fenced { .. })) => {
+                        tracing::warn!(processor = self.sink.name(), partition = %self.scope.checkpoint, error = %e, "lost the partition's lease; stopping it");
+                        return;
+                    }
                     Err(BatchError::Store(e)) => {
                         tracing::warn!(processor = self.sink.name(), error = %e, "delivery failed; resubscribing");
                         break;
@@ -404,6 +663,85 @@ impl<S: Sink> ProcessorCore<S> {
             failures += 1;
             self.pause(failures, &mut shutdown).await;
         }
+    }
+
+    /// The store's head position.
+    pub(crate) async fn head(&self) -> Result<Position, StoreError> {
+        self.store.head_position().await
+    }
+
+    /// Sets the checkpoint back to the start (through the lease's fence, when partitioned), after
+    /// the read model was emptied.
+    pub(crate) async fn restart(&self, cursor: &mut Cursor) -> Result<(), StoreError> {
+        let lease = self.scope.lease();
+        let target = Target {
+            checkpoint: &self.scope.checkpoint,
+            partition: self.scope.partition,
+            lease: lease.as_ref(),
+        };
+        save_checkpoint(
+            &*self.checkpoints,
+            self.leases.as_deref(),
+            &target,
+            Position::START,
+        )
+        .await?;
+        cursor.position = Position::START;
+        cursor.loaded = true;
+        self.progress.send_replace(Position::START);
+        Ok(())
+    }
+
+    /// Replays the dead letters of `letter`'s stream, oldest first (held events wait behind
+    /// the first parked one), stopping at the first that fails again.
+    pub(crate) async fn replay_stream(&self, letter: DeadLetter) -> Result<(), Error> {
+        let _cursor = self.cursor.lock().await;
+        let mut letters: Vec<DeadLetter> =
+            all_letters(&*self.dead_letters, self.sink.name())
+                .await?
+                .into_iter()
+                .filter(|l| l.stream_id == letter.stream_id)
+                .collect();
+        if !letters.iter().any(|l| l.id == letter.id) {
+            return Err(Error::DeadLetterNotFound { id: letter.id });
+        }
+        letters.sort_by_key(|l| l.stream_version);
+        for letter in letters {
+            let event = self
+                .store
+                .read_stream(
+                    &letter.stream_id,
+                    letter.stream_version,
+                    Some(letter.stream_version),
+                )
+                .await?
+                .into_iter()
+                .find(|e| e.event_id == letter.event_id)
+                .ok_or(Error::DeadLetterNotFound { id: letter.id })?;
+            match self.sink.redeliver(event.clone()).await {
+                Ok(()) => {
+                    self.dead_letters.delete_dead_letter(letter.id).await?;
+                    self.sink.replayed(&letter.stream_id, letter.stream_version);
+                }
+                Err((error, attempts)) => {
+                    let failure =
+                        ProcessingFailure::new(self.sink.name(), &event, &error, attempts);
+                    self.dead_letters
+                        .park(NewDeadLetter::for_event(
+                            self.sink.name(),
+                            &event,
+                            error.to_string(),
+                            letter.attempts.saturating_add(attempts),
+                        ))
+                        .await?;
+                    return Err(Error::Processing {
+                        failures: vec![failure],
+                        committed: None,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Backs off before resubscribing, unless shutting down.
@@ -469,12 +807,7 @@ impl<S: Sink> ProcessorHandle for ProcessorCore<S> {
             })?;
             // The view is empty now: the checkpoint must say so before anything is replayed, so
             // a crash mid-rebuild resumes from the start instead of above an empty view.
-            self.checkpoints
-                .save_checkpoint(self.sink.name(), Position::START)
-                .await?;
-            cursor.position = Position::START;
-            cursor.loaded = true;
-            self.progress.send_replace(Position::START);
+            self.restart(&mut cursor).await?;
             let mut processed = 0;
             self.catch_up_locked(&mut cursor, Some(target), |n, position| {
                 processed += n;
@@ -496,45 +829,6 @@ impl<S: Sink> ProcessorHandle for ProcessorCore<S> {
     }
 
     fn replay(&self, letter: DeadLetter) -> BoxFuture<'_, Result<(), Error>> {
-        Box::pin(async move {
-            let events = self
-                .store
-                .read_stream(
-                    &letter.stream_id,
-                    letter.stream_version,
-                    Some(letter.stream_version),
-                )
-                .await?;
-            let event = events
-                .into_iter()
-                .find(|e| e.event_id == letter.event_id)
-                .ok_or_else(|| Error::DeadLetterNotFound { id: letter.id })?;
-            let result = {
-                let _cursor = self.cursor.lock().await;
-                self.sink.redeliver(event.clone()).await
-            };
-            match result {
-                Ok(()) => {
-                    self.dead_letters.delete_dead_letter(letter.id).await?;
-                    Ok(())
-                }
-                Err((error, attempts)) => {
-                    let failure =
-                        ProcessingFailure::new(self.sink.name(), &event, &error, attempts);
-                    self.dead_letters
-                        .park(NewDeadLetter::for_event(
-                            self.sink.name(),
-                            &event,
-                            error.to_string(),
-                            letter.attempts.saturating_add(attempts),
-                        ))
-                        .await?;
-                    Err(Error::Processing {
-                        failures: vec![failure],
-                        committed: None,
-                    })
-                }
-            }
-        })
+        Box::pin(self.replay_stream(letter))
     }
 }

@@ -50,10 +50,12 @@
 
 mod batch;
 mod core;
+mod partition;
 mod registration;
 mod routes;
 mod settings;
 
+pub use self::core::partition_of;
 pub(crate) use self::core::{ProcessorHandle, is_delivering};
 pub use batch::{Batch, BatchOutcome, BatchProcessor};
 pub(crate) use registration::{ProcessorEnv, ProcessorRegistration};

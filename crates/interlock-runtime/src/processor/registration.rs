@@ -10,7 +10,8 @@ use interlock_core::{EventStore, SideStores};
 use tokio::sync::RwLock;
 
 use super::batch::{BatchProcessor, BatchSink};
-use super::core::{HandlerSink, ProcessorCore, ProcessorHandle};
+use super::core::{HandlerSink, ProcessorCore, ProcessorHandle, Sink};
+use super::partition::PartitionedProcessor;
 use super::routes::{ProcessorRoutes, QueryRoute};
 use super::{EventProcessor, ProcessorSettings};
 
@@ -23,6 +24,8 @@ pub(crate) struct ProcessorEnv {
     pub(crate) side: SideStores,
     pub(crate) upcasters: Arc<Upcasters>,
     pub(crate) services: Arc<Services>,
+    /// This process's id among the application's processes (lease owner).
+    pub(crate) node: Arc<str>,
 }
 
 /// A processor registered with the builder, waiting for `build()` to give it its stores.
@@ -36,6 +39,7 @@ pub(crate) struct ProcessorRegistration {
     pub(crate) events: Vec<(&'static str, u32)>,
     /// Dependencies its handlers take.
     pub(crate) requirements: Vec<Requirement>,
+    pub(crate) settings: ProcessorSettings,
     assemble: Assemble,
 }
 
@@ -66,10 +70,11 @@ impl ProcessorRegistration {
             requirements,
             instance: Some((TypeId::of::<P>(), shared.clone())),
             problems,
+            settings,
             assemble: Box::new(move |env| {
                 let env = &env.for_settings(&settings);
                 let sink = HandlerSink::new(shared, routes, settings, env);
-                Arc::new(ProcessorCore::new(sink, settings, env))
+                assemble_sink(sink, settings, env)
             }),
         }
     }
@@ -83,14 +88,56 @@ impl ProcessorRegistration {
             requirements: Vec::new(),
             instance: None,
             problems: Vec::new(),
+            settings,
             assemble: Box::new(move |env| {
                 let sink = BatchSink::new(processor, env.upcasters.clone(), settings.on_failure);
-                Arc::new(ProcessorCore::new(sink, settings, env))
+                assemble_sink(sink, settings, env)
             }),
         }
     }
 
+    /// What is wrong with this processor's settings on a store with (or without) leases.
+    pub(crate) fn settings_problems(&self, store_has_leases: bool) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.settings.partitions.is_some() {
+            if self.settings.delivery == super::Delivery::Inline {
+                problems.push(format!(
+                    "processor {} is partitioned and inline: partitions are delivered in the background",
+                    self.name
+                ));
+            }
+            if self.settings.replay_on_start {
+                problems.push(format!(
+                    "processor {} is partitioned and replays on start: partitions need durable checkpoints",
+                    self.name
+                ));
+            }
+            if !store_has_leases {
+                problems.push(format!(
+                    "processor {} is partitioned, but the event store keeps no leases",
+                    self.name
+                ));
+            }
+        }
+        problems
+    }
+
     pub(crate) fn assemble(self, env: &ProcessorEnv) -> Arc<dyn ProcessorHandle> {
         (self.assemble)(env)
+    }
+}
+
+/// One core for a whole processor, or one per partition under a lease manager.
+fn assemble_sink<S: Sink>(
+    sink: S,
+    settings: ProcessorSettings,
+    env: &ProcessorEnv,
+) -> Arc<dyn ProcessorHandle> {
+    match (settings.partitions, env.side.leases.clone()) {
+        (Some(count), Some(leases)) => Arc::new(PartitionedProcessor::new(
+            sink, count, settings, env, leases,
+        )),
+        // `build()` refuses partitions without leases; this arm is not reached.
+        _ => Arc::new(ProcessorCore::new(sink, settings, env)),
     }
 }

@@ -73,6 +73,8 @@ pub struct ProcessorSettings {
     pub(crate) retry: RetryPolicy,
     pub(crate) on_failure: FailurePolicy,
     pub(crate) replay_on_start: bool,
+    pub(crate) partitions: Option<u32>,
+    pub(crate) lease_ttl: Duration,
 }
 
 impl Default for ProcessorSettings {
@@ -83,6 +85,8 @@ impl Default for ProcessorSettings {
             retry: RetryPolicy::default(),
             on_failure: FailurePolicy::Park,
             replay_on_start: false,
+            partitions: None,
+            lease_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -126,6 +130,33 @@ impl ProcessorSettings {
     /// (it would start empty and only see new events).
     pub fn replay_on_start(mut self) -> Self {
         self.replay_on_start = true;
+        self
+    }
+
+    /// Splits the processor's work into `count` partitions by stream (every event of one stream
+    /// goes to the same partition, so per-stream order is kept), each with its own checkpoint
+    /// (`"<name>#<index>/<count>"`) and its own lease: every process of the application that
+    /// registers the processor takes a fair share of the partitions, and when a process dies or
+    /// stalls past its lease the others take its partitions over, resuming from their
+    /// checkpoints. A process that comes back after losing a lease is fenced off at its next
+    /// checkpoint write and stops that partition. `partitions(1)` makes the processor
+    /// *exclusive*: one process at a time, with fail-over.
+    ///
+    /// Needs background delivery, a durable checkpoint (not [`replay_on_start`](Self::replay_on_start))
+    /// and a store that keeps leases (all backends do); `build()` reports otherwise. The count
+    /// is part of the checkpoint names: changing it starts the partitions from the beginning.
+    /// Which partition a stream falls in is [`partition_of`](super::partition_of), stable across
+    /// versions and platforms.
+    pub fn partitions(mut self, count: u32) -> Self {
+        self.partitions = Some(count.max(1));
+        self
+    }
+
+    /// How long a partition's lease lasts without renewal (default 10 s, at least 100 ms): the
+    /// time other processes wait before taking over the partitions of a process that died. Leases
+    /// are renewed every quarter of it.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_millis(100));
         self
     }
 

@@ -14,6 +14,7 @@
 
 mod append;
 mod concurrency;
+mod lease;
 mod read;
 mod side;
 mod strings;
@@ -26,6 +27,7 @@ use interlock_core::{EventId, NewEvent, StreamId};
 
 pub use append::*;
 pub use concurrency::*;
+pub use lease::*;
 pub use read::*;
 pub use side::*;
 pub use strings::*;
@@ -75,6 +77,7 @@ macro_rules! side_store_conformance {
             saga_state_uses_optimistic_versions,
             dead_letters_are_parked_in_order,
             idempotency_claims_have_one_winner,
+            leases_have_one_holder_and_fence_takeovers,
         );
     };
 }
