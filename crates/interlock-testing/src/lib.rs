@@ -16,6 +16,10 @@
 #![allow(clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod conformance;
+#[cfg(feature = "faults")]
+pub mod faults;
+#[cfg(all(unix, feature = "faults"))]
+pub mod kill;
 mod processor_scenario;
 mod saga_scenario;
 mod scenario;
