@@ -57,6 +57,39 @@ pub struct Batch<'a> {
     pub on_failure: FailurePolicy,
 }
 
+impl<'a> Batch<'a> {
+    /// A batch of `events` whose checkpoint is stored under `checkpoint`, parking failures and
+    /// without a lease: how the application hands over an unpartitioned processor's events.
+    /// (For tests of a batch processor; the application builds its own batches.)
+    pub fn new(events: &'a [RecordedEvent], checkpoint: &'a str) -> Self {
+        Self {
+            events,
+            store_checkpoint: true,
+            checkpoint,
+            lease: None,
+            on_failure: FailurePolicy::Park,
+        }
+    }
+
+    /// The same batch, guarded by `lease` (a partitioned processor's).
+    pub fn with_lease(mut self, lease: &'a interlock_core::Lease) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// The same batch, storing no checkpoint (a dead-letter replay).
+    pub fn without_checkpoint(mut self) -> Self {
+        self.store_checkpoint = false;
+        self
+    }
+
+    /// The same batch with another failure policy.
+    pub fn on_failure(mut self, policy: FailurePolicy) -> Self {
+        self.on_failure = policy;
+        self
+    }
+}
+
 /// What a [`BatchProcessor`] did with a batch.
 #[derive(Debug, Default)]
 pub struct BatchOutcome {

@@ -27,9 +27,7 @@ use interlock_core::{Lease, LeaseStore, Position, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::core::{
-    Cursor, Partition, ProcessorCore, ProcessorHandle, Scope, Sink, partition_of,
-};
+use super::core::{Cursor, Partition, ProcessorCore, ProcessorHandle, Scope, Sink, partition_of};
 use super::registration::ProcessorEnv;
 use super::settings::{Delivery, ProcessorSettings, RebuildProgress};
 use crate::error::{Error, ProcessingFailure};
@@ -119,10 +117,11 @@ impl<S: Sink> PartitionedProcessor<S> {
         let core = &self.cores[index];
         let lease = core.scope.lease();
         core.scope.set_lease(None);
-        if release && let Some(lease) = lease {
-            if let Err(e) = self.leases.release(&lease).await {
-                tracing::warn!(processor = self.name, partition = index, error = %e, "cannot release a partition lease");
-            }
+        if release
+            && let Some(lease) = lease
+            && let Err(e) = self.leases.release(&lease).await
+        {
+            tracing::warn!(processor = self.name, partition = index, error = %e, "cannot release a partition lease");
         }
     }
 
@@ -160,9 +159,14 @@ impl<S: Sink> PartitionedProcessor<S> {
                     }
                 },
             };
-            if !held || run.task.is_finished() {
-                let run = slot.take().expect("checked above");
-                tracing::warn!(processor = self.name, partition = index, "partition lost or stopped; letting it go");
+            if (!held || run.task.is_finished())
+                && let Some(run) = slot.take()
+            {
+                tracing::warn!(
+                    processor = self.name,
+                    partition = index,
+                    "partition lost or stopped; letting it go"
+                );
                 self.stop_partition(index, run, held).await;
             }
         }
@@ -174,7 +178,11 @@ impl<S: Sink> PartitionedProcessor<S> {
                 break;
             }
             if let Some(run) = running[index].take() {
-                tracing::info!(processor = self.name, partition = index, "handing a partition over");
+                tracing::info!(
+                    processor = self.name,
+                    partition = index,
+                    "handing a partition over"
+                );
                 self.stop_partition(index, run, true).await;
                 owned -= 1;
             }
@@ -211,7 +219,11 @@ impl<S: Sink> PartitionedProcessor<S> {
             let position = if running[index].is_some() {
                 *core.progress().borrow()
             } else {
-                match self.checkpoints.load_checkpoint(&core.scope.checkpoint).await {
+                match self
+                    .checkpoints
+                    .load_checkpoint(&core.scope.checkpoint)
+                    .await
+                {
                     Ok(p) => p.unwrap_or(Position::START),
                     Err(_) => return,
                 }
@@ -364,10 +376,14 @@ impl<S: Sink> ProcessorHandle for PartitionedProcessor<S> {
                 cursors.push(core.cursor.lock().await);
             }
             let target = self.cores[0].head().await?;
-            self.cores[0].sink.reset().await.map_err(|e| Error::Rebuild {
-                processor: self.name,
-                message: e.to_string(),
-            })?;
+            self.cores[0]
+                .sink
+                .reset()
+                .await
+                .map_err(|e| Error::Rebuild {
+                    processor: self.name,
+                    message: e.to_string(),
+                })?;
             for (core, cursor) in self.cores.iter().zip(cursors.iter_mut()) {
                 core.restart(cursor).await?;
             }

@@ -23,7 +23,11 @@ where
         .expect("a free lease is granted");
     assert_eq!((a.key.as_str(), a.owner.as_str()), (key, "node-a"));
     assert!(
-        store.acquire(key, "node-b", ttl).await.expect("acquire").is_none(),
+        store
+            .acquire(key, "node-b", ttl)
+            .await
+            .expect("acquire")
+            .is_none(),
         "a held lease is not granted to another owner"
     );
     let again = store
@@ -54,7 +58,9 @@ where
         .save_checkpoint_fenced("orders#0/4", Position::from_sequence(9), &a)
         .await
     {
-        Err(StoreError::Fenced { key: k, fence, .. }) => assert_eq!((k.as_str(), fence), (key, a.fence)),
+        Err(StoreError::Fenced { key: k, fence, .. }) => {
+            assert_eq!((k.as_str(), fence), (key, a.fence))
+        }
         other => panic!("a stale holder's write must be fenced off, got {other:?}"),
     }
     assert_eq!(
@@ -78,7 +84,13 @@ where
     assert!(c.fence > b.fence);
     // Releasing with a stale lease does nothing.
     store.release(&b).await.expect("stale release");
-    assert!(!store.acquire(key, "node-b", ttl).await.expect("acquire").is_some());
+    assert!(
+        store
+            .acquire(key, "node-b", ttl)
+            .await
+            .expect("acquire")
+            .is_none()
+    );
 
     // Bad arguments are refused before anything is written.
     for (k, o, t) in [
@@ -119,5 +131,8 @@ where
             winners += 1;
         }
     }
-    assert_eq!(winners, 1, "exactly one of {contenders} racing acquirers wins");
+    assert_eq!(
+        winners, 1,
+        "exactly one of {contenders} racing acquirers wins"
+    );
 }
