@@ -29,6 +29,13 @@
 //!   dead-letter id.
 //! * `snapshots`, `checkpoints`, `saga_states`, `dead_letters`, `idempotency_keys`.
 //!
+//! Beside them, a ninth collection named after the checkpoints one (`interlock_leases` by
+//! default) holds the [`LeaseStore`](interlock_core::lease::LeaseStore) of processors split
+//! across processes: one document per lease with its fencing number, expiring on the server's
+//! clock (`$$NOW`; MongoDB 4.2 or later). A fenced checkpoint is a transaction that writes the
+//! lease's document, so a take-over conflicts with it and cannot slip in between check and
+//! write.
+//!
 //! Indexes and counters are created at connect (idempotent: processes starting together are
 //! fine). Every value in a filter is a bound BSON value: a stream id such as `{"$gt": ""}` is
 //! the string it is, never an operator. No type is ever loaded by a name read from the
@@ -167,6 +174,7 @@ mod append;
 mod codec;
 mod config;
 mod error;
+mod lease;
 mod schema;
 mod side;
 mod store;

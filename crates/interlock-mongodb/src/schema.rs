@@ -1,6 +1,7 @@
 //! Start-up: what the server must offer, and the indexes and counters the store relies on.
 
 use mongodb::bson::{Bson, Document, doc};
+use mongodb::error::ErrorKind;
 use mongodb::options::IndexOptions;
 use mongodb::{Client, Collection, IndexModel};
 
@@ -65,8 +66,49 @@ async fn create(collection: &Collection<Document>, model: IndexModel) -> Result<
     Ok(())
 }
 
-/// Creates the indexes (idempotent) and the counter documents (if missing).
+/// MongoDB's code for "the collection already exists".
+const NAMESPACE_EXISTS: i32 = 48;
+
+/// Creates the leases collection (see the `lease` module) if it is missing: up front, so that
+/// no transaction has to create it (servers before 4.4 cannot). Its name, derived from the
+/// checkpoints collection's, must not be one of the other collections'.
+async fn create_leases(inner: &Inner) -> Result<(), MongoError> {
+    let names = &inner.config.collections;
+    let leases = crate::lease::collection_name(names);
+    crate::config::validate_collection_name("collections.checkpoints", &leases)?;
+    let taken = [
+        &names.events,
+        &names.streams,
+        &names.counters,
+        &names.snapshots,
+        &names.checkpoints,
+        &names.sagas,
+        &names.dead_letters,
+        &names.idempotency_keys,
+    ];
+    if taken.contains(&&leases) {
+        return Err(MongoError::InvalidConfig {
+            field: "collections.checkpoints",
+            reason: format!(
+                "the leases collection named after it, {leases:?}, is one of the other collections"
+            ),
+        });
+    }
+    match inner.database.create_collection(&leases).await {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(&*e.kind, ErrorKind::Command(c) if c.code == NAMESPACE_EXISTS) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates the indexes (idempotent), the leases collection and the counter documents (if
+/// missing).
+///
+/// There is no stored schema version: everything here is created only if it is missing, so a
+/// database prepared by an older release gets what it lacks (the leases collection came after
+/// the first release) and is otherwise left as it is.
 pub(crate) async fn prepare(inner: &Inner) -> Result<(), MongoError> {
+    create_leases(inner).await?;
     // `_id` is the global position: the global order needs no other index.
     create(
         &inner.events,

@@ -121,19 +121,21 @@ impl CheckpointStore for MongoEventStore {
         validate_name("processor", processor)?;
         self.inner()
             .checkpoints
-            .update_one(
-                doc! { "_id": processor },
-                doc! { "$set": {
-                    "major": bits_to_i64(position.major()),
-                    "minor": bits_to_i64(position.minor()),
-                    "updated_at": codec::datetime(codec::now()),
-                } },
-            )
+            .update_one(doc! { "_id": processor }, checkpoint_update(position))
             .upsert(true)
             .await
             .map_err(store_error)?;
         Ok(())
     }
+}
+
+/// The update (with upsert) that stores a checkpoint document, `_id` = the processor's name.
+pub(crate) fn checkpoint_update(position: Position) -> Document {
+    doc! { "$set": {
+        "major": bits_to_i64(position.major()),
+        "minor": bits_to_i64(position.minor()),
+        "updated_at": codec::datetime(codec::now()),
+    } }
 }
 
 fn saga_conflict(saga: &str, key: &str, expected: u64, actual: u64) -> StoreError {

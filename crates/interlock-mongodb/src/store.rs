@@ -365,7 +365,7 @@ impl EventStore for MongoEventStore {
     }
 
     fn side_stores(&self) -> Option<SideStores> {
-        Some(SideStores::from_backend(self.clone()))
+        Some(SideStores::from_backend(self.clone()).with_leases(self.clone()))
     }
 
     async fn rewrite_event(&self, rewrite: EventRewrite) -> Result<(), StoreError> {

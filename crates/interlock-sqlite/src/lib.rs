@@ -15,6 +15,10 @@
 //!   listing without scanning events).
 //! * `snapshots`, `checkpoints`, `saga_states`, `dead_letters`, `idempotency_keys`: the side
 //!   stores of [`interlock_core::side`], which [`SqliteEventStore`] also implements.
+//! * `leases`: the [`LeaseStore`](interlock_core::lease::LeaseStore) of processors split across
+//!   processes, with fencing numbers; expiry is on the machine's wall clock (the processes that
+//!   share a file share a machine), and every fenced write checks the fence in its own
+//!   transaction.
 //! * the tables of [SQL views](#sql-views), created by each view, beside the store's own.
 //! * `schema_version`: the layout's version ([`SCHEMA_VERSION`]), so a later release can migrate
 //!   the file; a file with a newer version than this release knows is refused with
@@ -176,6 +180,7 @@
 mod append;
 mod config;
 mod error;
+mod lease;
 mod projection;
 mod reader;
 mod rows;

@@ -5,9 +5,11 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use crate::config::SqliteConfig;
 use crate::error::SqliteError;
 
-/// The schema version this release writes. A file with a higher one is refused; a lower one would
-/// be migrated here by a later release.
-pub const SCHEMA_VERSION: i64 = 1;
+/// The schema version this release writes. A file with a higher one is refused; a lower one is
+/// migrated when it is opened (each version's tables are added in one transaction).
+///
+/// Version 2 added the `leases` table.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Written into the SQLite header (`PRAGMA application_id`, "ILK1") so other tools can tell
 /// what the file is, and so we refuse to write our tables into another application's database.
@@ -92,6 +94,18 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 ) WITHOUT ROWID;
 ";
 
+/// Version 2: leases with fencing numbers (see the `lease` module). `owner` is `NULL` once the
+/// lease is released; `expires_at` is nanoseconds since the Unix epoch on the writing process's
+/// clock. The row stays after a release, so the fence keeps growing across owners.
+const SCHEMA_V2: &str = "
+CREATE TABLE IF NOT EXISTS leases (
+    key        TEXT    NOT NULL PRIMARY KEY,
+    owner      TEXT,
+    fence      INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
 fn sqlite(config: &SqliteConfig) -> impl Fn(rusqlite::Error) -> SqliteError + '_ {
     move |source| SqliteError::Sqlite {
         path: config.path.clone(),
@@ -169,9 +183,11 @@ fn create_schema(conn: &Connection, config: &SqliteConfig) -> Result<(), SqliteE
             supported: SCHEMA_VERSION,
         });
     }
-    // Migrations from older versions go here, each in this same transaction.
+    // Every version's tables, each created only if missing, all in this same transaction: a
+    // new file gets them all, an older one the versions it lacks.
     conn.execute_batch(SCHEMA_V1).map_err(&err)?;
-    if found.is_none() {
+    conn.execute_batch(SCHEMA_V2).map_err(&err)?;
+    if found.is_none_or(|found| found < SCHEMA_VERSION) {
         conn.execute(
             "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
             (SCHEMA_VERSION, crate::rows::now_nanos()),

@@ -299,7 +299,7 @@ impl EventStore for SqliteEventStore {
     /// Snapshots, checkpoints, saga state, dead letters and idempotency keys live in the same
     /// file as the events.
     fn side_stores(&self) -> Option<SideStores> {
-        Some(SideStores::from_backend(self.clone()))
+        Some(SideStores::from_backend(self.clone()).with_leases(self.clone()))
     }
 
     async fn rewrite_event(&self, rewrite: EventRewrite) -> Result<(), StoreError> {
