@@ -16,7 +16,8 @@ pub struct PgConfig {
     /// A libpq-style URL, `postgres://user:password@host:port/database?sslmode=...`.
     pub url: String,
     /// The schema holding every table of the store; created with its tables at connect. Only
-    /// `[a-z_][a-z0-9_]{0,62}` is accepted (and not `pg_*`), so the name never needs escaping.
+    /// `[a-z_][a-z0-9_]{0,62}` is accepted (and not PostgreSQL's own `pg_*` and
+    /// `information_schema`), so the name never needs escaping; see [`validate_schema_name`].
     pub schema: String,
     /// Most pooled connections. The LISTEN connection that wakes subscriptions takes one of them.
     pub max_connections: u32,
@@ -34,6 +35,16 @@ pub struct PgConfig {
     pub horizon_wait: Duration,
     /// Events a subscription reads per query while catching up.
     pub subscription_batch: usize,
+    /// The longest the store waits for the server's answer to one query (to a whole append),
+    /// on top of waiting for a connection. A server that stops answering without closing the
+    /// connection (a frozen process, a lost network path) would otherwise make a call wait
+    /// for the operating system's TCP timeout, many minutes. When it passes, the call fails
+    /// with [`StoreError::Unavailable`](interlock_core::StoreError::Unavailable): for an
+    /// append the outcome is then unknown, and retrying it with the same event ids is
+    /// idempotent.
+    /// `None` waits as long as the connection stays open. Keep it longer than appends may
+    /// wait for each other's locks on a busy stream.
+    pub operation_timeout: Option<Duration>,
     /// Whether appends wake subscriptions at once: this process's directly, other processes'
     /// through a `NOTIFY` sent after the commit. Without it, subscriptions still see every
     /// event, within [`poll_interval`](Self::poll_interval).
@@ -51,6 +62,7 @@ impl std::fmt::Debug for PgConfig {
             .field("poll_interval", &self.poll_interval)
             .field("horizon_wait", &self.horizon_wait)
             .field("subscription_batch", &self.subscription_batch)
+            .field("operation_timeout", &self.operation_timeout)
             .field("notify", &self.notify)
             .finish()
     }
@@ -68,7 +80,7 @@ fn redact(url: &str) -> String {
 impl PgConfig {
     /// The defaults for `url`: schema `interlock`, 10 connections, 5 s acquire timeout,
     /// 500 ms fallback polling, 5 s horizon wait, subscriptions reading 1024 events at a time,
-    /// notifications on.
+    /// 30 s operation timeout, notifications on.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -78,6 +90,7 @@ impl PgConfig {
             poll_interval: Duration::from_millis(500),
             horizon_wait: Duration::from_secs(5),
             subscription_batch: 1024,
+            operation_timeout: Some(Duration::from_secs(30)),
             notify: true,
         }
     }
@@ -105,12 +118,18 @@ impl PgConfig {
         if self.subscription_batch == 0 {
             return bad("subscription_batch", "must be at least 1");
         }
+        if self.operation_timeout.is_some_and(|t| t.is_zero()) {
+            return bad("operation_timeout", "must be positive (or None)");
+        }
         Ok(())
     }
 }
 
 /// Checks a schema name: 1 to 63 characters of `[a-z0-9_]`, not starting with a digit, not
-/// `pg_*` (reserved by PostgreSQL). Anything else is refused before any statement runs.
+/// `pg_*` nor `information_schema` (PostgreSQL's own). Anything else is refused before any
+/// statement runs, as [`PgError::InvalidConfig`] for `schema`: quotes, `;`, `--`, `%`, NUL,
+/// upper case (which PostgreSQL folds, unless quoted), names longer than PostgreSQL keeps
+/// (which it would cut to 63 bytes, onto another schema), right-to-left text and emoji.
 pub fn validate_schema_name(name: &str) -> Result<(), PgError> {
     let reason = if name.is_empty() {
         Some("must not be empty".to_owned())
@@ -131,6 +150,8 @@ pub fn validate_schema_name(name: &str) -> Result<(), PgError> {
         Some(format!("{name:?} must not start with a digit"))
     } else if name.starts_with("pg_") {
         Some(format!("{name:?} is reserved by PostgreSQL (pg_*)"))
+    } else if name == "information_schema" {
+        Some(format!("{name:?} is PostgreSQL's own schema"))
     } else {
         None
     };
@@ -206,6 +227,13 @@ impl PgEventStoreBuilder {
         self
     }
 
+    /// Sets how long one call waits for the server's answer (`None`: as long as the
+    /// connection stays open).
+    pub fn operation_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.operation_timeout = timeout;
+        self
+    }
+
     /// Turns the `NOTIFY` sent by each append on or off.
     pub fn notify(mut self, notify: bool) -> Self {
         self.config.notify = notify;
@@ -238,6 +266,7 @@ mod tests {
             "Upper",
             "1abc",
             "pg_catalog",
+            "information_schema",
             "a-b",
             "a b",
             "x\"; DROP SCHEMA public; --",
@@ -257,6 +286,21 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_zero_operation_timeout_is_refused() {
+        let mut config = PgConfig::new("postgres://h/db");
+        config.operation_timeout = Some(Duration::ZERO);
+        assert!(matches!(
+            config.check(),
+            Err(PgError::InvalidConfig {
+                field: "operation_timeout",
+                ..
+            })
+        ));
+        config.operation_timeout = None;
+        assert!(config.check().is_ok());
     }
 
     #[test]

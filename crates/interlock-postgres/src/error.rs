@@ -93,6 +93,15 @@ pub(crate) fn store_error(error: SqlxError) -> StoreError {
     }
 }
 
+/// The server did not answer within [`PgConfig::operation_timeout`](crate::PgConfig): the
+/// connection may be dead without having been closed. Transient, like a lost connection.
+pub(crate) fn timed_out(timeout: std::time::Duration) -> StoreError {
+    StoreError::Unavailable {
+        backend: BACKEND,
+        source: format!("no answer from the server within {timeout:?}").into(),
+    }
+}
+
 /// The SQLSTATE and constraint of a database error, if it is one.
 pub(crate) fn db_code(error: &SqlxError) -> Option<(String, Option<String>)> {
     match error {

@@ -18,6 +18,7 @@
 //!   concurrency. Payload and metadata are `bytea`, returned byte for byte.
 //! * `streams`: each stream's version, last position and times; appends lock its row.
 //! * `snapshots`, `checkpoints`, `saga_states`, `dead_letters`, `idempotency_keys`.
+//! * `leases`: one row per lease, with its fencing number (see [Leases](#leases)).
 //! * `schema_version`: migrations applied; they run at connect, under an advisory lock, so
 //!   processes starting together migrate once. A schema newer than this release is refused
 //!   with [`PgError::NewerSchema`].
@@ -91,6 +92,24 @@
 //! re-polls anyway, because notifications can be lost and because the end of a transaction
 //! that held readers back sends none.
 //!
+//! ## Leases
+//!
+//! [`PgEventStore`] is also a [`LeaseStore`](interlock_core::lease::LeaseStore), for processors
+//! split across processes. Expiry is on the server's clock (`clock_timestamp()`), so process
+//! clocks need not agree. An acquire is a short transaction: `pg_advisory_xact_lock` on a
+//! 64-bit hash of the lease key, then an upsert of the lease's row that raises its fence when
+//! the lease changes hands.
+//!
+//! A session-level advisory lock alone would not fence anything: a paused process (`SIGSTOP`,
+//! a long stall) keeps its connection, because its kernel keeps the TCP connection up, so the
+//! server keeps its lock and nobody can take over; and if the session is ended for it, the
+//! process is not told, and writes on another connection when it wakes. Instead, each write
+//! made under a lease checks the lease's fence in its own transaction and locks the lease's
+//! row `FOR SHARE` until it commits: a take-over waits for such a write, and a write after a
+//! take-over fails with [`StoreError::Fenced`](interlock_core::StoreError). An application's
+//! own batch processor commits its view rows and its fenced checkpoint in one transaction with
+//! [`PgEventStore::save_checkpoint_fenced_in`].
+//!
 //! ## Connection settings
 //!
 //! [`PgConfig::url`] is a libpq-style URL (`postgres://user:pass@host:5432/db?sslmode=...`);
@@ -139,6 +158,7 @@
 mod append;
 mod config;
 mod error;
+mod lease;
 mod listen;
 mod rows;
 mod schema;

@@ -21,7 +21,21 @@ use sqlx_postgres::{PgListener, PgPool};
 use tokio::task::JoinHandle;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest wait between attempts to LISTEN again: short, because while nobody listens
+/// this process's subscriptions only learn of other processes' appends by polling.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// How long the announcer waits for its `NOTIFY` to be answered: a server that stops
+/// answering must not stop the announcements for good.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `application_name` of a schema's LISTEN connection, `interlock-listen:<schema>` (cut
+/// to PostgreSQL's 63 bytes), so it can be told apart in `pg_stat_activity`.
+pub(crate) fn application_name(schema: &str) -> String {
+    let mut name = format!("interlock-listen:{schema}");
+    name.truncate(63);
+    name
+}
 
 /// Background tasks that end when the store's last clone is dropped.
 pub(crate) struct Tasks(Vec<JoinHandle<()>>);
@@ -38,6 +52,7 @@ impl Drop for Tasks {
 /// announcer's doorbell.
 pub(crate) fn start(
     pool: PgPool,
+    schema: &str,
     channel: String,
     notifier: Arc<AppendNotifier>,
     poll_interval: Duration,
@@ -57,7 +72,7 @@ pub(crate) fn start(
             }
         })
     };
-    let listener = tokio::spawn(listen(pool, channel, notifier));
+    let listener = tokio::spawn(listen(pool, application_name(schema), channel, notifier));
     (Tasks(vec![ticker, listener, announcer]), doorbell)
 }
 
@@ -65,12 +80,17 @@ pub(crate) fn start(
 async fn announce(pool: PgPool, channel: String, doorbell: Arc<tokio::sync::Notify>) {
     loop {
         doorbell.notified().await;
-        let sent = sqlx_core::query::query(
-            "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')",
+        let sent = tokio::time::timeout(
+            NOTIFY_TIMEOUT,
+            sqlx_core::query::query(
+                "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')",
+            )
+            .bind(&channel)
+            .execute(&pool),
         )
-        .bind(&channel)
-        .execute(&pool)
-        .await;
+        .await
+        .map_err(|_| format!("no answer within {NOTIFY_TIMEOUT:?}"))
+        .and_then(|sent| sent.map_err(|e| e.to_string()));
         if let Err(error) = sent {
             // Other processes fall back to polling; nothing is lost.
             tracing::debug!(channel, %error, "cannot send NOTIFY");
@@ -82,20 +102,27 @@ async fn announce(pool: PgPool, channel: String, doorbell: Arc<tokio::sync::Noti
     }
 }
 
-async fn connect(pool: &PgPool, channel: &str) -> Result<PgListener, sqlx_core::Error> {
+/// A connection of the pool's (detached from it), named, listening on `channel`.
+async fn connect(pool: &PgPool, name: &str, channel: &str) -> Result<PgListener, sqlx_core::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
+    // Reconnecting is this module's job (below), so that every connection is named.
+    listener.eager_reconnect(false);
+    sqlx_core::query::query("SELECT set_config('application_name', $1, false)")
+        .bind(name)
+        .execute(&mut listener)
+        .await?;
     listener.listen(channel).await?;
     Ok(listener)
 }
 
 /// Listens on `channel`, reconnecting with exponential backoff whenever the connection fails.
-async fn listen(pool: PgPool, channel: String, notifier: Arc<AppendNotifier>) {
+async fn listen(pool: PgPool, name: String, channel: String, notifier: Arc<AppendNotifier>) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         if pool.is_closed() {
             return;
         }
-        match connect(&pool, &channel).await {
+        match connect(&pool, &name, &channel).await {
             Ok(mut listener) => {
                 backoff = FIRST_BACKOFF;
                 // Appends may have committed while nobody listened.
@@ -103,14 +130,16 @@ async fn listen(pool: PgPool, channel: String, notifier: Arc<AppendNotifier>) {
                 loop {
                     match listener.try_recv().await {
                         Ok(Some(_)) => notifier.notify(),
-                        // The connection dropped and was re-established: what was sent in
-                        // between is lost, so wake everyone to re-read.
+                        // The connection dropped (the server closed it, or it died): what was
+                        // sent meanwhile is lost, so wake everyone to re-read, and listen on
+                        // a new connection.
                         Ok(None) => {
-                            tracing::debug!(channel, "LISTEN connection re-established");
+                            tracing::warn!(channel, "LISTEN connection lost");
                             notifier.notify();
+                            break;
                         }
                         Err(error) => {
-                            tracing::warn!(channel, %error, "LISTEN connection lost");
+                            tracing::warn!(channel, %error, "LISTEN connection failed");
                             notifier.notify();
                             break;
                         }

@@ -8,7 +8,9 @@ use crate::error::PgError;
 
 /// The schema version this release writes. A schema with a higher one is refused with
 /// [`PgError::NewerSchema`]; lower ones are migrated at connect.
-pub const SCHEMA_VERSION: i32 = 1;
+///
+/// Version 2 added the `leases` table.
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Migrations by version, applied in order inside one transaction. `{s}` is the quoted schema.
 ///
@@ -16,9 +18,13 @@ pub const SCHEMA_VERSION: i32 = 1;
 /// `StreamId`'s `Ord`. Payloads, metadata and side-store documents are `bytea`: returned
 /// byte for byte as written, and never parsed by the server. `events.tx_id` is the writing
 /// transaction's id and, with `position`, the global order (see the crate docs).
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+///
+/// Version 2: `leases` (see the `lease` module). `owner` is `NULL` once released; the row stays,
+/// so the fence keeps growing across owners. `expires_at` is on the server's clock.
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE {s}.events (
     position       bigserial   NOT NULL,
     tx_id          xid8        NOT NULL DEFAULT pg_current_xact_id(),
@@ -92,7 +98,19 @@ CREATE TABLE {s}.idempotency_keys (
     claimed_at timestamptz NOT NULL DEFAULT now()
 );
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE {s}.leases (
+    key        text        COLLATE "C" NOT NULL PRIMARY KEY,
+    owner      text        COLLATE "C",
+    fence      bigint      NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+"#,
+    ),
+];
 
 /// Creates the schema or brings it up to [`SCHEMA_VERSION`], in one transaction that holds an
 /// advisory lock on the schema's name, so processes connecting at once migrate it once.
@@ -149,6 +167,9 @@ pub(crate) fn quoted(schema: &str) -> String {
     format!("\"{schema}\"")
 }
 
+/// The seed of the 64-bit hash that keys a lease's advisory lock (any constant; "ILKL").
+const LEASE_LOCK_SEED: i64 = 0x494C_4B4C;
+
 /// The columns every event query selects, in the order `rows::event` reads them.
 const EVENT_COLUMNS: &str = "tx_id::text, position, event_id, category, stream_id, stream_version, \
      event_type, schema_version, payload, metadata, correlation_id, causation_id, recorded_at";
@@ -189,6 +210,12 @@ pub(crate) struct Sql {
     pub(crate) load_claim: String,
     pub(crate) complete: String,
     pub(crate) release: String,
+    pub(crate) lease_lock: String,
+    pub(crate) lease_acquire: String,
+    pub(crate) lease_renew: String,
+    pub(crate) lease_release: String,
+    pub(crate) live_leases: String,
+    pub(crate) save_checkpoint_fenced: String,
 }
 
 impl Sql {
@@ -258,14 +285,17 @@ FROM done, state"#
             ),
             // The rows below the horizon, and whether committed rows after `after` wait above
             // it, from ONE snapshot: two statements could see an older transaction end in
-            // between and wrongly conclude nothing was held back.
+            // between and wrongly conclude nothing was held back. The page is ordered by
+            // `order_tx` (the xid8), never by the `tx_id` output column, which {cols} turns into
+            // text: "1000" sorts before "999", and a reader would jump over transactions when
+            // the ids gain a digit (the regression test `transaction_ids_gaining_a_digit_...`).
             read_all: format!(
                 "SELECT p.pending, e.* FROM (SELECT EXISTS (SELECT 1 FROM {s}.events \
                  WHERE tx_id >= {HORIZON} AND (tx_id, position) > ($1::text::xid8, $2)) \
                  AS pending) p LEFT JOIN LATERAL (SELECT {cols}, tx_id AS order_tx \
                  FROM {s}.events \
                  WHERE (tx_id, position) > ($1::text::xid8, $2) AND tx_id < {HORIZON} \
-                 ORDER BY tx_id, position LIMIT $3) e ON true \
+                 ORDER BY order_tx, position LIMIT $3) e ON true \
                  ORDER BY e.order_tx, e.position"
             ),
             head: format!(
@@ -362,6 +392,56 @@ FROM done, state"#
                  ON CONFLICT (key) DO UPDATE SET result = EXCLUDED.result"
             ),
             release: format!("DELETE FROM {s}.idempotency_keys WHERE key = $1 AND result IS NULL"),
+            // Leases (see the `lease` module). Every time is the server's `clock_timestamp()`
+            // (the moment the statement runs; `now()` would be when the transaction began,
+            // before any wait for a lock). The advisory lock's key is a 64-bit hash of schema
+            // and lease key; its two-part (int, int) form used by `migrate` is a separate
+            // key space, so they never collide.
+            // (The schema name is validated to `[a-z0-9_]`, so it is safe in a literal.)
+            lease_lock: format!(
+                "SELECT pg_advisory_xact_lock(hashtextextended('{schema}/' || $1, \
+                 {LEASE_LOCK_SEED}))"
+            ),
+            // Taken from nobody (no row, or released), from an owner whose lease expired, or
+            // extended for its own owner. Only a change of hands raises the fence. No row
+            // back: another owner holds it.
+            lease_acquire: format!(
+                "INSERT INTO {s}.leases AS l (key, owner, fence, expires_at) \
+                 VALUES ($1, $2, 1, clock_timestamp() + $3::bigint * interval '1 microsecond') \
+                 ON CONFLICT (key) DO UPDATE SET owner = EXCLUDED.owner, \
+                 fence = CASE WHEN l.owner = EXCLUDED.owner THEN l.fence ELSE l.fence + 1 END, \
+                 expires_at = EXCLUDED.expires_at \
+                 WHERE l.owner = EXCLUDED.owner OR l.owner IS NULL \
+                 OR l.expires_at <= clock_timestamp() \
+                 RETURNING fence"
+            ),
+            lease_renew: format!(
+                "UPDATE {s}.leases \
+                 SET expires_at = clock_timestamp() + $4::bigint * interval '1 microsecond' \
+                 WHERE key = $1 AND owner = $2 AND fence = $3"
+            ),
+            lease_release: format!(
+                "UPDATE {s}.leases SET owner = NULL, expires_at = clock_timestamp() \
+                 WHERE key = $1 AND owner = $2 AND fence = $3"
+            ),
+            live_leases: format!(
+                "SELECT key, owner, fence FROM {s}.leases \
+                 WHERE key >= $1 AND starts_with(key, $1) AND owner IS NOT NULL \
+                 AND expires_at > clock_timestamp() ORDER BY key"
+            ),
+            // The lease row is locked `FOR SHARE` until the transaction ends, so a take-over
+            // (an `UPDATE` of that row) waits for this checkpoint, and everything committed
+            // with it, to commit or roll back; and a take-over that committed first leaves no
+            // row matching the fence (READ COMMITTED re-checks a row it waited for), so nothing
+            // is written and no row comes back.
+            save_checkpoint_fenced: format!(
+                "WITH held AS (SELECT 1 FROM {s}.leases \
+                 WHERE key = $4 AND owner = $5 AND fence = $6 FOR SHARE) \
+                 INSERT INTO {s}.checkpoints (processor, position_major, position_minor) \
+                 SELECT $1, $2, $3 FROM held ON CONFLICT (processor) DO UPDATE SET \
+                 position_major = EXCLUDED.position_major, \
+                 position_minor = EXCLUDED.position_minor, updated_at = now() RETURNING 1"
+            ),
         }
     }
 }

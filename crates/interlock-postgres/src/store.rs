@@ -13,7 +13,7 @@ use interlock_core::{
 use sqlx_postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use crate::config::{PgConfig, PgEventStoreBuilder};
-use crate::error::{PgError, store_error};
+use crate::error::{PgError, store_error, timed_out};
 use crate::listen::{self, Tasks};
 use crate::rows::{self, to_i64};
 use crate::schema::{self, Sql};
@@ -22,7 +22,8 @@ use crate::schema::{self, Sql};
 /// state, dead letters, idempotency keys) in the same schema.
 ///
 /// Cheap to clone: clones share one connection pool and one LISTEN task, which stops when
-/// the last clone is dropped.
+/// the last clone is dropped. The LISTEN connection is named `interlock-listen:<schema>`
+/// (`application_name`, cut to 63 bytes), so it can be found in `pg_stat_activity`.
 #[derive(Clone)]
 pub struct PgEventStore {
     inner: Arc<Inner>,
@@ -36,7 +37,36 @@ pub(crate) struct Inner {
     pub(crate) notifier: Arc<AppendNotifier>,
     /// Rung after each committed append made through the pool (see `listen`).
     pub(crate) doorbell: Arc<tokio::sync::Notify>,
+    /// The statement of [`PgEventStore::read_lag`].
+    sql_read_lag: String,
     _tasks: Tasks,
+}
+
+impl Inner {
+    /// Awaits one query's answer for at most [`PgConfig::operation_timeout`]; a driver error
+    /// becomes a [`StoreError`].
+    pub(crate) async fn answer<T>(
+        &self,
+        query: impl Future<Output = Result<T, sqlx_core::Error>>,
+    ) -> Result<T, StoreError> {
+        self.bounded(async { query.await.map_err(store_error) })
+            .await
+    }
+
+    /// Awaits `work` for at most [`PgConfig::operation_timeout`]; past it, the call is
+    /// [`StoreError::Unavailable`] (the server may be gone without having closed the
+    /// connection).
+    pub(crate) async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match self.config.operation_timeout {
+            None => work.await,
+            Some(limit) => tokio::time::timeout(limit, work)
+                .await
+                .unwrap_or_else(|_| Err(timed_out(limit))),
+        }
+    }
 }
 
 impl std::fmt::Debug for PgEventStore {
@@ -90,6 +120,7 @@ impl PgEventStore {
         let channel = channel_name(&config.schema);
         let (tasks, doorbell) = listen::start(
             pool.clone(),
+            &config.schema,
             channel.clone(),
             notifier.clone(),
             config.poll_interval,
@@ -97,6 +128,7 @@ impl PgEventStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 sql: Sql::new(&config.schema),
+                sql_read_lag: read_lag_sql(&config.schema),
                 pool,
                 channel,
                 notifier,
@@ -153,6 +185,44 @@ impl PgEventStore {
         crate::append::append(self, conn, true, stream, expected, &events).await
     }
 
+    /// How many committed events after `after` readers of the global order cannot see yet,
+    /// because an older transaction is still open (see "A global order readers never skip"
+    /// in the crate docs). A subscription or processor whose checkpoint is `after` lags by
+    /// this many events until that transaction ends; 0 when nothing holds readers back.
+    pub async fn read_lag(&self, after: Position) -> Result<u64, StoreError> {
+        let row = self
+            .inner
+            .answer(
+                sqlx_core::query::query(&self.inner.sql_read_lag)
+                    .bind(after.major().to_string())
+                    .bind(to_i64(after.minor()))
+                    .fetch_one(&self.inner.pool),
+            )
+            .await?;
+        let held_back: i64 = rows::column(&row, 0)?;
+        Ok(u64::try_from(held_back).unwrap_or(0))
+    }
+
+    /// How long the oldest transaction that holds readers back (one with a transaction id,
+    /// anywhere on the server) has been open; `None` when there is none, or when the
+    /// connecting role may not see other sessions in `pg_stat_activity`.
+    pub async fn oldest_open_transaction(&self) -> Result<Option<Duration>, StoreError> {
+        let row = self
+            .inner
+            .answer(
+                sqlx_core::query::query(
+                    "SELECT extract(epoch FROM clock_timestamp() - min(xact_start))::float8 \
+             FROM pg_stat_activity WHERE backend_xid IS NOT NULL",
+                )
+                .fetch_one(&self.inner.pool),
+            )
+            .await?;
+        let open_for: Option<f64> = rows::column(&row, 0)?;
+        Ok(open_for
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64))
+    }
+
     /// One page below the horizon, and whether committed events after `after` wait above it
     /// (behind an older transaction that is still open).
     async fn read_all_once(
@@ -160,13 +230,16 @@ impl PgEventStore {
         after: Position,
         limit: i64,
     ) -> Result<(Vec<RecordedEvent>, bool), StoreError> {
-        let rows = sqlx_core::query::query(&self.inner.sql.read_all)
-            .bind(after.major().to_string())
-            .bind(to_i64(after.minor()))
-            .bind(limit)
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(store_error)?;
+        let rows = self
+            .inner
+            .answer(
+                sqlx_core::query::query(&self.inner.sql.read_all)
+                    .bind(after.major().to_string())
+                    .bind(to_i64(after.minor()))
+                    .bind(limit)
+                    .fetch_all(&self.inner.pool),
+            )
+            .await?;
         let mut pending = false;
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -181,10 +254,10 @@ impl PgEventStore {
 
     /// The last position below the horizon, and whether committed events wait above it.
     async fn head_once(&self) -> Result<(Position, bool), StoreError> {
-        let row = sqlx_core::query::query(&self.inner.sql.head)
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(store_error)?;
+        let row = self
+            .inner
+            .answer(sqlx_core::query::query(&self.inner.sql.head).fetch_one(&self.inner.pool))
+            .await?;
         let pending: bool = rows::column(&row, 0)?;
         let tx: Option<String> = rows::column(&row, 1)?;
         let sequence: Option<i64> = rows::column(&row, 2)?;
@@ -196,6 +269,16 @@ impl PgEventStore {
         };
         Ok((head, pending))
     }
+}
+
+/// The statement of [`PgEventStore::read_lag`].
+fn read_lag_sql(schema: &str) -> String {
+    let s = schema::quoted(schema);
+    format!(
+        "SELECT count(*) FROM {s}.events \
+         WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot()) \
+         AND (tx_id, position) > ($1::text::xid8, $2)"
+    )
 }
 
 /// Sleeps a little longer each time, while `deadline` allows; `false` once it has passed.
@@ -220,7 +303,14 @@ impl EventStore for PgEventStore {
         // Validate before taking a connection: bad input never costs a round trip.
         interlock_core::validate_append(expected, &events)?;
         let mut conn = self.inner.pool.acquire().await.map_err(store_error)?;
-        let result = crate::append::append(self, &mut conn, false, stream, expected, &events).await;
+        // Bounded as a whole: a server that stops answering leaves the outcome unknown
+        // (`Unavailable`), which a retry with the same event ids resolves.
+        let result = self
+            .inner
+            .bounded(crate::append::append(
+                self, &mut conn, false, stream, expected, &events,
+            ))
+            .await;
         drop(conn);
         if matches!(result, Ok(ref r) if !r.already_appended) && self.inner.config.notify {
             // Committed: wake this process's subscriptions now, and other processes' through
@@ -242,14 +332,17 @@ impl EventStore for PgEventStore {
         if from > i64::MAX as u64 || to_i64(from) > to {
             return Ok(Vec::new());
         }
-        let rows = sqlx_core::query::query(&self.inner.sql.read_stream)
-            .bind(stream.category())
-            .bind(stream.id())
-            .bind(to_i64(from))
-            .bind(to)
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(store_error)?;
+        let rows = self
+            .inner
+            .answer(
+                sqlx_core::query::query(&self.inner.sql.read_stream)
+                    .bind(stream.category())
+                    .bind(stream.id())
+                    .bind(to_i64(from))
+                    .bind(to)
+                    .fetch_all(&self.inner.pool),
+            )
+            .await?;
         rows.iter().map(rows::event).collect()
     }
 
@@ -269,7 +362,17 @@ impl EventStore for PgEventStore {
             // A full page needs no waiting: the caller reads on from its last position. A
             // short one may be short only because an older transaction is still open; give
             // it a moment, so a writer reads its own committed appends.
-            if events.len() as i64 >= limit || !pending || !back_off(&mut step, deadline).await {
+            if events.len() as i64 >= limit || !pending {
+                return Ok(events);
+            }
+            if !back_off(&mut step, deadline).await {
+                // Nothing is skipped: what waits is returned once the transaction ends.
+                tracing::warn!(
+                    schema = %self.inner.config.schema,
+                    after = %after,
+                    "committed events are held back behind a transaction open for longer \
+                     than horizon_wait; readers lag until it ends (see PgEventStore::read_lag)"
+                );
                 return Ok(events);
             }
         }
@@ -285,16 +388,25 @@ impl EventStore for PgEventStore {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
-        crate::append::stream_version(self, &self.inner.pool, stream).await
+        self.inner
+            .bounded(crate::append::stream_version(
+                self,
+                &self.inner.pool,
+                stream,
+            ))
+            .await
     }
 
     async fn stream_info(&self, stream: &StreamId) -> Result<Option<StreamInfo>, StoreError> {
-        let row = sqlx_core::query::query(&self.inner.sql.stream_info)
-            .bind(stream.category())
-            .bind(stream.id())
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(store_error)?;
+        let row = self
+            .inner
+            .answer(
+                sqlx_core::query::query(&self.inner.sql.stream_info)
+                    .bind(stream.category())
+                    .bind(stream.id())
+                    .fetch_optional(&self.inner.pool),
+            )
+            .await?;
         row.as_ref().map(rows::stream_info).transpose()
     }
 
@@ -307,23 +419,27 @@ impl EventStore for PgEventStore {
             return Ok(Vec::new());
         }
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = match after {
-            None => {
-                sqlx_core::query::query(&self.inner.sql.list_streams)
-                    .bind(limit)
-                    .fetch_all(&self.inner.pool)
-                    .await
-            }
-            Some(after) => {
-                sqlx_core::query::query(&self.inner.sql.list_streams_after)
-                    .bind(limit)
-                    .bind(after.category())
-                    .bind(after.id())
-                    .fetch_all(&self.inner.pool)
-                    .await
-            }
-        }
-        .map_err(store_error)?;
+        let rows = self
+            .inner
+            .answer(async {
+                match after {
+                    None => {
+                        sqlx_core::query::query(&self.inner.sql.list_streams)
+                            .bind(limit)
+                            .fetch_all(&self.inner.pool)
+                            .await
+                    }
+                    Some(after) => {
+                        sqlx_core::query::query(&self.inner.sql.list_streams_after)
+                            .bind(limit)
+                            .bind(after.category())
+                            .bind(after.id())
+                            .fetch_all(&self.inner.pool)
+                            .await
+                    }
+                }
+            })
+            .await?;
         rows.iter().map(rows::stream_info).collect()
     }
 
@@ -339,21 +455,24 @@ impl EventStore for PgEventStore {
     }
 
     fn side_stores(&self) -> Option<SideStores> {
-        Some(SideStores::from_backend(self.clone()))
+        Some(SideStores::from_backend(self.clone()).with_leases(self.clone()))
     }
 
     async fn rewrite_event(&self, rewrite: EventRewrite) -> Result<(), StoreError> {
         validate_rewrite(&rewrite)?;
-        let done = sqlx_core::query::query(&self.inner.sql.rewrite_event)
-            .bind(rewrite.event_id.as_uuid())
-            .bind(rewrite.stream_id.category())
-            .bind(rewrite.stream_id.id())
-            .bind(&rewrite.event_type)
-            .bind(i64::from(rewrite.schema_version))
-            .bind(&rewrite.payload[..])
-            .execute(&self.inner.pool)
-            .await
-            .map_err(store_error)?;
+        let done = self
+            .inner
+            .answer(
+                sqlx_core::query::query(&self.inner.sql.rewrite_event)
+                    .bind(rewrite.event_id.as_uuid())
+                    .bind(rewrite.stream_id.category())
+                    .bind(rewrite.stream_id.id())
+                    .bind(&rewrite.event_type)
+                    .bind(i64::from(rewrite.schema_version))
+                    .bind(&rewrite.payload[..])
+                    .execute(&self.inner.pool),
+            )
+            .await?;
         if done.rows_affected() == 0 {
             return Err(ValidationError::new(
                 "event_id",

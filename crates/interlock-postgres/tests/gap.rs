@@ -270,25 +270,52 @@ impl Rng {
 type Committed = Arc<Mutex<Vec<RecordedEventKey>>>;
 type RecordedEventKey = (StreamId, EventId);
 
-async fn collect(
-    mut subscription: interlock_core::EventSubscription,
-    until: usize,
-) -> Vec<RecordedEvent> {
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while got.len() < until {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, subscription.next()).await {
-            Ok(Some(Ok(event))) => got.push(event),
-            Ok(other) => panic!("subscription ended or failed: {other:?}"),
-            Err(_) => panic!("subscription stalled at {} of {until}", got.len()),
+/// A subscription read by a task of its own from the start, as a tailing reader does.
+struct Tail {
+    got: Arc<Mutex<Vec<RecordedEvent>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Tail {
+    fn start(mut subscription: interlock_core::EventSubscription) -> Self {
+        let got: Arc<Mutex<Vec<RecordedEvent>>> = Arc::default();
+        let task = {
+            let got = got.clone();
+            tokio::spawn(async move {
+                while let Some(item) = subscription.next().await {
+                    got.lock().unwrap().push(item.expect("subscription failed"));
+                }
+            })
+        };
+        Self { got, task }
+    }
+
+    fn last_position(&self) -> Position {
+        self.got
+            .lock()
+            .unwrap()
+            .last()
+            .map_or(Position::START, |e| e.position)
+    }
+
+    /// Waits for `until` events, then makes sure no more come.
+    async fn finish(self, until: usize) -> Vec<RecordedEvent> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.got.lock().unwrap().len() < until {
+            assert!(
+                Instant::now() < deadline,
+                "subscription stalled at {} of {until}",
+                self.got.lock().unwrap().len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Anything beyond the committed set would be a duplicate or a phantom.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.task.abort();
+        let got = self.got.lock().unwrap().clone();
+        assert_eq!(got.len(), until, "no event beyond the committed set");
+        got
     }
-    // Anything beyond the committed set would be a duplicate or a phantom.
-    if let Ok(extra) = tokio::time::timeout(Duration::from_millis(500), subscription.next()).await {
-        panic!("unexpected extra event: {extra:?}");
-    }
-    got
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,12 +339,14 @@ async fn interleaved_writers_with_rollbacks_reach_every_subscriber_exactly_once(
         .as_nanos() as u64
         | 1;
     eprintln!("seed {seed}");
-    let first = store.subscribe_all(Position::START);
-    let second = store.subscribe_all(Position::START);
+    // Both subscriptions tail the log while the writers write.
+    let first = Tail::start(store.subscribe_all(Position::START));
+    let second = Tail::start(store.subscribe_all(Position::START));
     let committed: Committed = Arc::default();
+    let long_open = Arc::new(tokio::sync::Notify::new());
     let mut writers = Vec::new();
     for w in 0..WRITERS {
-        let (store, committed) = (store.clone(), committed.clone());
+        let (store, committed, long_open) = (store.clone(), committed.clone(), long_open.clone());
         writers.push(tokio::spawn(async move {
             let mut rng = Rng(seed.wrapping_mul(w + 7) | 1);
             for t in 0..TRANSACTIONS {
@@ -330,13 +359,16 @@ async fn interleaved_writers_with_rollbacks_reach_every_subscriber_exactly_once(
                     .await
                     .unwrap();
                 // One transaction stays open for 2 s while everyone else goes on.
-                let hold = if w == 0 && t == 1 {
+                let long = w == 0 && t == 1;
+                let hold = if long {
+                    long_open.notify_one();
                     2000
                 } else {
                     rng.below(30)
                 };
                 tokio::time::sleep(Duration::from_millis(hold)).await;
-                if rng.below(10) < 3 {
+                // The long one commits: it must be delivered late, not skipped.
+                if !long && rng.below(10) < 3 {
                     tx.rollback().await.unwrap();
                 } else {
                     tx.commit().await.unwrap();
@@ -346,14 +378,32 @@ async fn interleaved_writers_with_rollbacks_reach_every_subscriber_exactly_once(
             }
         }));
     }
+
+    // While the long transaction is open, the others' commits pile up behind it, and the
+    // store says so.
+    long_open.notified().await;
+    let opened = Instant::now();
+    let mut lag = 0;
+    while lag == 0 && opened.elapsed() < Duration::from_millis(1500) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        lag = store.read_lag(first.last_position()).await.unwrap();
+    }
+    assert!(lag > 0, "lag reported while the long transaction is open");
+    let open_for = store.oldest_open_transaction().await.unwrap();
+    assert!(
+        open_for.is_some_and(|d| d >= Duration::from_millis(50)),
+        "the open transaction's age is reported: {open_for:?}"
+    );
+    eprintln!("lag while open: {lag} events, oldest transaction open for {open_for:?}");
+
     for writer in writers {
         writer.await.unwrap();
     }
     let committed = committed.lock().unwrap().clone();
     let expected: HashSet<EventId> = committed.iter().map(|(_, id)| *id).collect();
     let (a, b) = tokio::join!(
-        collect(first, committed.len()),
-        collect(second, committed.len())
+        first.finish(committed.len()),
+        second.finish(committed.len())
     );
     for got in [a, b] {
         let ids: HashSet<EventId> = got.iter().map(|e| e.event_id).collect();
@@ -467,5 +517,223 @@ async fn a_transaction_with_an_older_id_still_appends_after_the_stream_head() {
     let all = store.read_all(Position::START, 10).await.unwrap();
     let versions: Vec<u64> = all.iter().map(|e| e.stream_version).collect();
     assert_eq!(versions, vec![1, 2]);
+    common::drop_schema(&store).await;
+}
+
+/// Transaction ids are compared as numbers, never as text: in text order "1000" sorts before
+/// "999", so a page cut by `LIMIT` would return a later transaction's events first, and the
+/// reader's checkpoint would jump over the earlier ones for good. A fresh cluster starts near
+/// transaction 730; the test pushes the counter past 1000 between two appends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_ids_gaining_a_digit_keep_the_global_order() {
+    use interlock_testing::faults::PgCluster;
+    let cluster = match PgCluster::start().await {
+        Ok(cluster) => cluster,
+        Err(e) if std::env::var("INTERLOCK_REQUIRE_PG").as_deref() != Ok("1") => {
+            eprintln!("notice: skipping, cannot start a PostgreSQL cluster: {e}");
+            return;
+        }
+        Err(e) => panic!("cannot start a PostgreSQL cluster: {e}"),
+    };
+    let store = PgEventStore::connect(&cluster.url()).await.unwrap();
+    let mut expected = Vec::new();
+    for digits in [3u32, 4] {
+        // Burn transaction ids (one per committed loop turn) up to the next power of ten.
+        sqlx_core::raw_sql::raw_sql(&format!(
+            "DO $$ BEGIN WHILE pg_current_xact_id()::text::bigint < {} LOOP COMMIT; END LOOP; END $$",
+            10u64.pow(digits) - 50
+        ))
+        .execute(store.pool())
+        .await
+        .unwrap();
+        for n in 0..100 {
+            let event = test_event(n);
+            expected.push(event.event_id);
+            store
+                .append(
+                    &stream(&format!("digits-{digits}-{n}")),
+                    ExpectedVersion::NoStream,
+                    vec![event],
+                )
+                .await
+                .unwrap();
+        }
+    }
+    // Page by page, as a follower reads.
+    let mut checkpoint = Position::START;
+    let mut got = Vec::new();
+    loop {
+        let page = store.read_all(checkpoint, 7).await.unwrap();
+        let Some(last) = page.last() else { break };
+        checkpoint = last.position;
+        got.extend(page.iter().map(|e| e.event_id));
+        assert!(got.len() <= expected.len(), "read past the end");
+    }
+    let first_wrong = got.iter().zip(&expected).position(|(a, b)| a != b);
+    assert!(
+        got.len() == expected.len() && first_wrong.is_none(),
+        "every event in commit order across 999 -> 1000 and 9999 -> 10000: read {} of {}, \
+         first out of order at {first_wrong:?}",
+        got.len(),
+        expected.len()
+    );
+    assert_eq!(store.head_position().await.unwrap(), checkpoint);
+    drop(store);
+    drop(cluster);
+}
+
+/// RELIABILITY #8 at full length: while 8 writers append and roll back 30% of their
+/// transactions (after taking positions), one transaction holds its positions for 10 s and
+/// rolls back, then another holds them longer than `horizon_wait` and commits. A tailing
+/// subscription stalls no longer than the open transaction, skips nothing, and does not give
+/// up on the late commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: CI runs it with --include-ignored"]
+async fn a_ten_second_rollback_stalls_nobody_longer_than_itself_and_a_late_commit_arrives() {
+    let _serial = SERIAL.lock().await;
+    let Some(store) = common::store_with(|mut c| {
+        c.poll_interval = Duration::from_millis(200);
+        c.max_connections = 16;
+        c
+    })
+    .await
+    else {
+        return;
+    };
+    let horizon_wait = store.config().horizon_wait;
+    let tail = Tail::start(store.subscribe_all(Position::START));
+    let committed: Arc<Mutex<Vec<EventId>>> = Arc::default();
+    let rolled_back: Arc<Mutex<HashSet<EventId>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..8u64 {
+        let (store, committed, rolled_back, stop) = (
+            store.clone(),
+            committed.clone(),
+            rolled_back.clone(),
+            stop.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            let mut rng = Rng((w + 11).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let mut n = w * 1_000_000;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let target = stream(&format!("w{w}-{}", rng.below(4)));
+                let batch = test_events(n, 1 + rng.below(3));
+                n += 10;
+                let mut tx = store.pool().begin().await.unwrap();
+                store
+                    .append_in(&mut tx, &target, ExpectedVersion::Any, batch.clone())
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(rng.below(20))).await;
+                if rng.below(10) < 3 {
+                    tx.rollback().await.unwrap();
+                    rolled_back
+                        .lock()
+                        .unwrap()
+                        .extend(batch.iter().map(|e| e.event_id));
+                } else {
+                    tx.commit().await.unwrap();
+                    committed
+                        .lock()
+                        .unwrap()
+                        .extend(batch.iter().map(|e| e.event_id));
+                }
+            }
+        }));
+    }
+    let delivered = |tail: &Tail| -> HashSet<EventId> {
+        tail.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.event_id)
+            .collect()
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // 10 s holding positions, then a rollback.
+    let doomed = test_events(9_000_000, 3);
+    let mut long = store.pool().begin().await.unwrap();
+    store
+        .append_in(
+            &mut long,
+            &stream("long-rollback"),
+            ExpectedVersion::NoStream,
+            doomed.clone(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        store.read_lag(tail.last_position()).await.unwrap() > 0,
+        "the subscriber is held back, and the store says so"
+    );
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    long.rollback().await.unwrap();
+    let ended = Instant::now();
+    let before_end: Vec<EventId> = committed.lock().unwrap().clone();
+    loop {
+        let seen = delivered(&tail);
+        if before_end.iter().all(|id| seen.contains(id)) {
+            break;
+        }
+        assert!(
+            ended.elapsed() < Duration::from_secs(10),
+            "stalled after the rollback"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stall = ended.elapsed();
+    eprintln!(
+        "{} events committed during the 10 s transaction delivered {stall:?} after its rollback",
+        before_end.len()
+    );
+    assert!(
+        stall < Duration::from_secs(2),
+        "no stall longer than the open transaction: {stall:?}"
+    );
+
+    // Longer than horizon_wait, then a commit: delivered late, never skipped.
+    let late = test_events(9_100_000, 3);
+    let mut long = store.pool().begin().await.unwrap();
+    store
+        .append_in(
+            &mut long,
+            &stream("long-commit"),
+            ExpectedVersion::NoStream,
+            late.clone(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(horizon_wait + Duration::from_secs(2)).await;
+    long.commit().await.unwrap();
+    committed
+        .lock()
+        .unwrap()
+        .extend(late.iter().map(|e| e.event_id));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+
+    let committed = committed.lock().unwrap().clone();
+    let got = tail.finish(committed.len()).await;
+    let ids: Vec<EventId> = got.iter().map(|e| e.event_id).collect();
+    let unique: HashSet<EventId> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "nothing delivered twice");
+    assert_eq!(
+        unique,
+        committed.iter().copied().collect::<HashSet<_>>(),
+        "exactly the committed events"
+    );
+    assert!(late.iter().all(|e| unique.contains(&e.event_id)));
+    assert!(
+        !rolled_back.lock().unwrap().is_empty(),
+        "some appends rolled back"
+    );
+    assert!(doomed.iter().all(|e| !unique.contains(&e.event_id)));
+    assert!(got.windows(2).all(|w| w[0].position < w[1].position));
     common::drop_schema(&store).await;
 }
