@@ -14,8 +14,9 @@ pub const MAX_COLLECTION_LEN: usize = 100;
 
 /// The names of the collections a store keeps in its database.
 ///
-/// Each must be 1 to [`MAX_COLLECTION_LEN`] bytes, contain neither `$` nor NUL, and not start
-/// with `system.`; all eight must differ. [`validate_collection_name`] is the check.
+/// Each must be 1 to [`MAX_COLLECTION_LEN`] bytes, contain no `$`, no control character (NUL
+/// included) and no invisible bidirectional formatting character, and start with neither `.`
+/// nor `system.`; all nine must differ. [`validate_collection_name`] is the check.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CollectionNames {
@@ -35,6 +36,8 @@ pub struct CollectionNames {
     pub dead_letters: String,
     /// Idempotency keys and results.
     pub idempotency_keys: String,
+    /// Leases of processors split across processes, with their fencing numbers.
+    pub leases: String,
 }
 
 impl CollectionNames {
@@ -49,10 +52,11 @@ impl CollectionNames {
             sagas: format!("{prefix}saga_states"),
             dead_letters: format!("{prefix}dead_letters"),
             idempotency_keys: format!("{prefix}idempotency_keys"),
+            leases: format!("{prefix}leases"),
         }
     }
 
-    fn all(&self) -> [(&'static str, &str); 8] {
+    fn all(&self) -> [(&'static str, &str); 9] {
         [
             ("collections.events", &self.events),
             ("collections.streams", &self.streams),
@@ -62,6 +66,7 @@ impl CollectionNames {
             ("collections.sagas", &self.sagas),
             ("collections.dead_letters", &self.dead_letters),
             ("collections.idempotency_keys", &self.idempotency_keys),
+            ("collections.leases", &self.leases),
         ]
     }
 
@@ -83,7 +88,7 @@ impl CollectionNames {
 impl Default for CollectionNames {
     /// `interlock_events`, `interlock_streams`, `interlock_counters`, `interlock_snapshots`,
     /// `interlock_checkpoints`, `interlock_saga_states`, `interlock_dead_letters`,
-    /// `interlock_idempotency_keys`.
+    /// `interlock_idempotency_keys`, `interlock_leases`.
     fn default() -> Self {
         Self::with_prefix("interlock_")
     }
@@ -189,7 +194,38 @@ fn shown(name: &str) -> String {
     format!("{:?}", name.chars().take(64).collect::<String>())
 }
 
-/// Checks a database name: 1 to 63 bytes, none of `/\. "$*<>:|?` and no NUL (MongoDB's rules).
+/// Whether `c` is an invisible bidirectional formatting character (the marks, embeddings,
+/// overrides and isolates of Unicode's bidi algorithm): a name holding one can display as
+/// another name, in logs and tools alike.
+fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
+/// Why a name with characters no name should hold is refused, if it is.
+fn unprintable(name: &str) -> Option<String> {
+    if name.contains('\0') {
+        return Some(format!("{} must not contain a NUL character", shown(name)));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Some(format!(
+            "{} must not contain the control character {c:?}",
+            shown(name)
+        ));
+    }
+    name.chars().find(|&c| is_bidi_control(c)).map(|c| {
+        format!(
+            "{} must not contain the bidirectional formatting character {:?}",
+            shown(name),
+            c
+        )
+    })
+}
+
+/// Checks a database name: 1 to 63 bytes, none of `/\. "$*<>:|?` and no NUL (MongoDB's rules),
+/// no other control character and no invisible bidirectional formatting character.
 pub fn validate_database_name(name: &str) -> Result<(), MongoError> {
     const FORBIDDEN: &[char] = &['/', '\\', '.', ' ', '"', '$', '*', '<', '>', ':', '|', '?'];
     let reason = if name.is_empty() {
@@ -199,8 +235,8 @@ pub fn validate_database_name(name: &str) -> Result<(), MongoError> {
             "is {} bytes long, the limit is {MAX_DATABASE_LEN}",
             name.len()
         ))
-    } else if name.contains('\0') {
-        Some(format!("{} must not contain a NUL character", shown(name)))
+    } else if let Some(reason) = unprintable(name) {
+        Some(reason)
     } else {
         name.chars()
             .find(|c| FORBIDDEN.contains(c))
@@ -215,8 +251,12 @@ pub fn validate_database_name(name: &str) -> Result<(), MongoError> {
     }
 }
 
-/// Checks a collection name: 1 to [`MAX_COLLECTION_LEN`] bytes, no `$`, no NUL, not
-/// `system.*` (reserved by MongoDB). `field` names it in the error.
+/// Checks a collection name: 1 to [`MAX_COLLECTION_LEN`] bytes, no `$`, no NUL or other control
+/// character, no invisible bidirectional formatting character, not starting with `.` (MongoDB
+/// refuses it) nor `system.` (reserved by MongoDB). `field` names it in the error.
+///
+/// Anything else is a name MongoDB keeps as it is: quotes, `;`, `--`, `%`, `_`, a `.` inside,
+/// right-to-left letters and emoji are plain characters of a collection name, never code.
 pub fn validate_collection_name(field: &'static str, name: &str) -> Result<(), MongoError> {
     let reason = if name.is_empty() {
         Some("must not be empty".to_owned())
@@ -225,10 +265,12 @@ pub fn validate_collection_name(field: &'static str, name: &str) -> Result<(), M
             "is {} bytes long, the limit is {MAX_COLLECTION_LEN}",
             name.len()
         ))
-    } else if name.contains('\0') {
-        Some(format!("{} must not contain a NUL character", shown(name)))
+    } else if let Some(reason) = unprintable(name) {
+        Some(reason)
     } else if name.contains('$') {
         Some(format!("{} must not contain '$'", shown(name)))
+    } else if name.starts_with('.') {
+        Some(format!("{} must not start with '.'", shown(name)))
     } else if name.starts_with("system.") {
         Some(format!("{} is reserved by MongoDB (system.*)", shown(name)))
     } else {
@@ -336,6 +378,10 @@ mod tests {
             "$cmd",
             "a\0b",
             "system.users",
+            ".events",
+            "a\nb",
+            "\u{202E}stneve",
+            "ev\u{2066}ents",
             &"c".repeat(101),
         ] {
             let err = validate_collection_name("collections.events", bad).unwrap_err();
@@ -363,6 +409,8 @@ mod tests {
             "a$b",
             "a\0b",
             "x\"y",
+            "a\tb",
+            "\u{202E}db",
             &"d".repeat(64),
         ] {
             assert!(validate_database_name(bad).is_err(), "{bad:?}");

@@ -14,7 +14,7 @@
 //!
 //! ## Layout
 //!
-//! One database (default `interlock`) holds eight collections, named by [`CollectionNames`]
+//! One database (default `interlock`) holds nine collections, named by [`CollectionNames`]
 //! (default prefix `interlock_`):
 //!
 //! * `events`: one document per event. `_id` is its global position (int64), `event_id` a
@@ -29,8 +29,7 @@
 //!   dead-letter id.
 //! * `snapshots`, `checkpoints`, `saga_states`, `dead_letters`, `idempotency_keys`.
 //!
-//! Beside them, a ninth collection named after the checkpoints one (`interlock_leases` by
-//! default) holds the [`LeaseStore`](interlock_core::lease::LeaseStore) of processors split
+//! The ninth, `leases` (`interlock_leases` by default), holds the [`LeaseStore`](interlock_core::lease::LeaseStore) of processors split
 //! across processes: one document per lease with its fencing number, expiring on the server's
 //! clock (`$$NOW`; MongoDB 4.2 or later). A fenced checkpoint is a transaction that writes the
 //! lease's document, so a take-over conflicts with it and cannot slip in between check and

@@ -74,26 +74,8 @@ const NAMESPACE_EXISTS: i32 = 48;
 /// checkpoints collection's, must not be one of the other collections'.
 async fn create_leases(inner: &Inner) -> Result<(), MongoError> {
     let names = &inner.config.collections;
+    // Validated (and checked against the other eight) with the configuration.
     let leases = crate::lease::collection_name(names);
-    crate::config::validate_collection_name("collections.checkpoints", &leases)?;
-    let taken = [
-        &names.events,
-        &names.streams,
-        &names.counters,
-        &names.snapshots,
-        &names.checkpoints,
-        &names.sagas,
-        &names.dead_letters,
-        &names.idempotency_keys,
-    ];
-    if taken.contains(&&leases) {
-        return Err(MongoError::InvalidConfig {
-            field: "collections.checkpoints",
-            reason: format!(
-                "the leases collection named after it, {leases:?}, is one of the other collections"
-            ),
-        });
-    }
     match inner.database.create_collection(&leases).await {
         Ok(()) => Ok(()),
         Err(e) if matches!(&*e.kind, ErrorKind::Command(c) if c.code == NAMESPACE_EXISTS) => Ok(()),

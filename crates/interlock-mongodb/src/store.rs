@@ -364,6 +364,9 @@ impl EventStore for MongoEventStore {
         }
     }
 
+    /// Snapshots, checkpoints, saga state, dead letters, idempotency keys and the leases (with
+    /// their fencing numbers) of partitioned processors live in the store's database, each in
+    /// its collection of [`CollectionNames`](crate::CollectionNames).
     fn side_stores(&self) -> Option<SideStores> {
         Some(SideStores::from_backend(self.clone()).with_leases(self.clone()))
     }

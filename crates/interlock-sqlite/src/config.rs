@@ -34,7 +34,12 @@ impl Synchronous {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SqliteConfig {
-    /// The database file; created (with its tables) when missing.
+    /// The database file; created (with its tables) when missing. A plain file path: opening
+    /// refuses, with [`SqliteError::InvalidConfig`] for `path` and before any connection is
+    /// made, an empty path, a NUL byte, SQLite's special names (`:memory:`, anything starting
+    /// with `:` or `file:`, which SQLite would read as a URI with parameters), a full path over
+    /// 512 bytes, a component over 255 bytes and a file name over 247 (room for `-journal`).
+    /// Quotes, `;`, `--`, `%`, `?`, right-to-left text or emoji are ordinary file names.
     pub path: PathBuf,
     /// Durability of commits; [`Synchronous::Full`] unless you opt in to `Normal`.
     pub synchronous: Synchronous,
@@ -78,11 +83,91 @@ impl SqliteConfig {
         if self.subscription_batch == 0 {
             return bad("subscription_batch", "must be at least 1");
         }
-        if self.path.as_os_str().is_empty() {
-            return bad("path", "must not be empty");
-        }
-        Ok(())
+        validate_path(&self.path)
     }
+}
+
+/// SQLite's own limit on a file's full path (`MAX_PATHNAME` of its unix VFS), in bytes.
+const MAX_PATH_LEN: usize = 512;
+
+/// The longest file name most file systems keep (`NAME_MAX`), in bytes.
+const MAX_NAME_LEN: usize = 255;
+
+/// The longest suffix SQLite adds to the database file's name for its companion files
+/// (`-journal`; `-wal` and `-shm` are shorter).
+const COMPANION_SUFFIX_LEN: usize = "-journal".len();
+
+/// Checks the database path of a [`SqliteConfig`] before anything is opened: refuses what
+/// SQLite would not take as a plain file path, or could not open, so that no connection is
+/// made and no statement runs on a file other than the one meant.
+///
+/// Refused: an empty path; a path with a NUL byte; `:memory:` and other names starting with
+/// `:` (SQLite's in-memory and reserved names: the store needs one file shared by its writer
+/// and readers); names starting with `file:` (SQLite, as built here, reads them as URIs whose
+/// parameters, such as `mode=memory`, `nolock=1` or `vfs=`, would change how the file is
+/// opened and locked; write `./file:...` for a file really named so); a full path longer than
+/// 512 bytes (SQLite's limit); a path component longer than 255 bytes, or a file name longer
+/// than 247, which leaves no room for the `-journal` / `-wal` / `-shm` companion files.
+///
+/// Anything else, quotes, `;`, `--`, `%`, `?`, `#`, right-to-left text or emoji included, is
+/// an ordinary file name: it is never part of an SQL statement and names exactly that file.
+pub(crate) fn validate_path(path: &Path) -> Result<(), SqliteError> {
+    let bad = |reason: String| {
+        Err(SqliteError::InvalidConfig {
+            field: "path",
+            reason,
+        })
+    };
+    let raw = path.as_os_str();
+    let bytes = raw.as_encoded_bytes();
+    let shown = || {
+        format!(
+            "{:?}",
+            path.to_string_lossy().chars().take(64).collect::<String>()
+        )
+    };
+    if bytes.is_empty() {
+        return bad("must not be empty".to_owned());
+    }
+    if bytes.contains(&0) {
+        return bad(format!("{} must not contain a NUL byte", shown()));
+    }
+    if bytes.starts_with(b":") {
+        return bad(format!(
+            "{} is one of SQLite's special names (:memory: and the like), not a file",
+            shown()
+        ));
+    }
+    if bytes.starts_with(b"file:") {
+        return bad(format!(
+            "{} would be read by SQLite as a URI; give a plain path (./file:... for a file named so)",
+            shown()
+        ));
+    }
+    let full = std::path::absolute(path).map_or(bytes.len(), |full| {
+        full.as_os_str().as_encoded_bytes().len()
+    });
+    if full > MAX_PATH_LEN {
+        return bad(format!(
+            "is {full} bytes long as a full path, SQLite's limit is {MAX_PATH_LEN}"
+        ));
+    }
+    for component in path.components() {
+        let len = component.as_os_str().len();
+        if len > MAX_NAME_LEN {
+            return bad(format!(
+                "has a component of {len} bytes, the limit is {MAX_NAME_LEN}"
+            ));
+        }
+    }
+    let name = path.file_name().map_or(0, |n| n.len());
+    if name + COMPANION_SUFFIX_LEN > MAX_NAME_LEN {
+        return bad(format!(
+            "has a file name of {name} bytes, the limit is {} (SQLite adds -journal, -wal and -shm to it)",
+            MAX_NAME_LEN - COMPANION_SUFFIX_LEN
+        ));
+    }
+    Ok(())
 }
 
 /// Fluent configuration of a [`SqliteEventStore`].

@@ -296,8 +296,8 @@ impl EventStore for SqliteEventStore {
         .await
     }
 
-    /// Snapshots, checkpoints, saga state, dead letters and idempotency keys live in the same
-    /// file as the events.
+    /// Snapshots, checkpoints, saga state, dead letters, idempotency keys and the leases (with
+    /// their fencing numbers) of partitioned processors live in the same file as the events.
     fn side_stores(&self) -> Option<SideStores> {
         Some(SideStores::from_backend(self.clone()).with_leases(self.clone()))
     }

@@ -59,7 +59,7 @@ where
         .await
     {
         Err(StoreError::Fenced { key: k, fence, .. }) => {
-            assert_eq!((k.as_str(), fence), (key, a.fence))
+            assert_eq!((k.as_str(), fence), (key, a.fence));
         }
         other => panic!("a stale holder's write must be fenced off, got {other:?}"),
     }
