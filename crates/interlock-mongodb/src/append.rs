@@ -139,9 +139,26 @@ pub(crate) async fn append(
         .map(|e| codec::uuid(e.event_id.as_uuid()))
         .collect();
 
-    let mut session = inner.client.start_session().await.map_err(store_error)?;
-    let _turn = inner.append_turn.lock().await;
+    // One deadline for the whole call, the wait for this process's turn included: during an
+    // outage appends queue behind each other's retries, and without it a queued append could
+    // wait several whole retry periods. Running out before anything was sent is Unavailable,
+    // and retrying then is safe.
     let deadline = Instant::now() + inner.config.transaction_timeout;
+    let out_of_time = || StoreError::Unavailable {
+        backend: "mongodb",
+        source: format!(
+            "no turn to append to {stream} within the transaction timeout ({:?})",
+            inner.config.transaction_timeout
+        )
+        .into(),
+    };
+    let mut session = tokio::time::timeout_at(deadline.into(), inner.client.start_session())
+        .await
+        .map_err(|_| out_of_time())?
+        .map_err(store_error)?;
+    let _turn = tokio::time::timeout_at(deadline.into(), inner.append_turn.lock())
+        .await
+        .map_err(|_| out_of_time())?;
     let mut attempt = 0_u32;
     // Set once a commit of this call had an unknown outcome: if a later attempt finds the
     // batch stored, it was this call that stored it.

@@ -38,6 +38,12 @@
 //! write already checked to commit, and a write checked after a take-over finds the new fence
 //! and fails with [`StoreError::Fenced`]. A process that wakes after losing its lease learns
 //! it at its first write, writes nothing, and stops.
+//!
+//! ## Bounded calls
+//!
+//! Every call waits for the server at most [`PgConfig::operation_timeout`](crate::PgConfig)
+//! (an acquire as a whole, its wait for the advisory lock included) and is then
+//! [`StoreError::Unavailable`], never a hang on a server that stopped answering.
 
 use std::time::Duration;
 
@@ -95,6 +101,10 @@ impl PgEventStore {
     /// with a serialization error instead ([`StoreError::Backend`]); retry the batch, which then
     /// gets `Fenced`.
     ///
+    /// A server that does not answer within [`PgConfig::operation_timeout`](crate::PgConfig)
+    /// makes it [`StoreError::Unavailable`]; drop the transaction then (its connection may
+    /// still be in the middle of the statement) and retry the batch.
+    ///
     /// ```no_run
     /// use interlock_core::Position;
     /// use interlock_core::lease::Lease;
@@ -126,16 +136,19 @@ impl PgEventStore {
         lease: &Lease,
     ) -> Result<(), StoreError> {
         let fence = fenced_params(processor, lease)?;
-        let saved = sqlx_core::query::query(&self.inner().sql.save_checkpoint_fenced)
-            .bind(processor)
-            .bind(bits_to_i64(position.major()))
-            .bind(bits_to_i64(position.minor()))
-            .bind(&lease.key)
-            .bind(&lease.owner)
-            .bind(fence)
-            .fetch_optional(conn)
-            .await
-            .map_err(store_error)?;
+        let saved = self
+            .inner()
+            .answer(
+                sqlx_core::query::query(&self.inner().sql.save_checkpoint_fenced)
+                    .bind(processor)
+                    .bind(bits_to_i64(position.major()))
+                    .bind(bits_to_i64(position.minor()))
+                    .bind(&lease.key)
+                    .bind(&lease.owner)
+                    .bind(fence)
+                    .fetch_optional(conn),
+            )
+            .await?;
         match saved {
             Some(_) => Ok(()),
             None => Err(fenced(lease)),
@@ -156,23 +169,31 @@ impl LeaseStore for PgEventStore {
     ) -> Result<Option<Lease>, StoreError> {
         validate_lease_request(key, owner, ttl)?;
         let sql = &self.inner().sql;
-        // Dropped without a commit (an error on the way), the transaction rolls back and the
-        // advisory lock goes with it.
-        let mut tx = self.pool().begin().await.map_err(store_error)?;
-        sqlx_core::query::query(&sql.lease_lock)
-            .bind(key)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        let row = sqlx_core::query::query(&sql.lease_acquire)
-            .bind(key)
-            .bind(owner)
-            .bind(ttl_micros(ttl))
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        let fence = row.map(|row| column::<i64>(&row, 0)).transpose()?;
-        tx.commit().await.map_err(store_error)?;
+        // Bounded as a whole, the wait for the advisory lock included. Dropped without a
+        // commit (an error or the timeout on the way), the transaction rolls back and the
+        // advisory lock goes with it; a commit whose answer is lost leaves the lease taken or
+        // not, and the caller's next acquire (same owner) settles it.
+        let fence = self
+            .inner()
+            .bounded(async {
+                let mut tx = self.pool().begin().await.map_err(store_error)?;
+                sqlx_core::query::query(&sql.lease_lock)
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                let row = sqlx_core::query::query(&sql.lease_acquire)
+                    .bind(key)
+                    .bind(owner)
+                    .bind(ttl_micros(ttl))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                let fence = row.map(|row| column::<i64>(&row, 0)).transpose()?;
+                tx.commit().await.map_err(store_error)?;
+                Ok(fence)
+            })
+            .await?;
         fence
             .map(|fence| {
                 Ok(Lease {
@@ -189,14 +210,17 @@ impl LeaseStore for PgEventStore {
         let Some(fence) = fence_param(lease) else {
             return Ok(false);
         };
-        let done = sqlx_core::query::query(&self.inner().sql.lease_renew)
-            .bind(&lease.key)
-            .bind(&lease.owner)
-            .bind(fence)
-            .bind(ttl_micros(ttl))
-            .execute(self.pool())
-            .await
-            .map_err(store_error)?;
+        let done = self
+            .inner()
+            .answer(
+                sqlx_core::query::query(&self.inner().sql.lease_renew)
+                    .bind(&lease.key)
+                    .bind(&lease.owner)
+                    .bind(fence)
+                    .bind(ttl_micros(ttl))
+                    .execute(self.pool()),
+            )
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -205,13 +229,15 @@ impl LeaseStore for PgEventStore {
         let Some(fence) = fence_param(lease).filter(|_| is_storable(lease)) else {
             return Ok(());
         };
-        sqlx_core::query::query(&self.inner().sql.lease_release)
-            .bind(&lease.key)
-            .bind(&lease.owner)
-            .bind(fence)
-            .execute(self.pool())
-            .await
-            .map_err(store_error)?;
+        self.inner()
+            .answer(
+                sqlx_core::query::query(&self.inner().sql.lease_release)
+                    .bind(&lease.key)
+                    .bind(&lease.owner)
+                    .bind(fence)
+                    .execute(self.pool()),
+            )
+            .await?;
         Ok(())
     }
 
@@ -220,11 +246,14 @@ impl LeaseStore for PgEventStore {
         if prefix.contains('\0') {
             return Ok(Vec::new());
         }
-        let rows = sqlx_core::query::query(&self.inner().sql.live_leases)
-            .bind(prefix)
-            .fetch_all(self.pool())
-            .await
-            .map_err(store_error)?;
+        let rows = self
+            .inner()
+            .answer(
+                sqlx_core::query::query(&self.inner().sql.live_leases)
+                    .bind(prefix)
+                    .fetch_all(self.pool()),
+            )
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(Lease {
@@ -243,8 +272,12 @@ impl LeaseStore for PgEventStore {
         lease: &Lease,
     ) -> Result<(), StoreError> {
         fenced_params(processor, lease)?;
-        let mut conn = self.pool().acquire().await.map_err(store_error)?;
-        self.save_checkpoint_fenced_in(&mut conn, processor, position, lease)
+        self.inner()
+            .bounded(async {
+                let mut conn = self.pool().acquire().await.map_err(store_error)?;
+                self.save_checkpoint_fenced_in(&mut conn, processor, position, lease)
+                    .await
+            })
             .await
     }
 }

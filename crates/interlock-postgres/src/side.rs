@@ -1,5 +1,9 @@
 //! The side stores, in the same schema as the events: snapshots, checkpoints, saga state,
 //! dead letters and idempotency keys, with the semantics of the in-memory reference.
+//!
+//! Every query waits for its answer at most [`PgConfig::operation_timeout`](crate::PgConfig),
+//! like the event store's own: a server that stops answering makes these calls
+//! [`StoreError::Unavailable`], not a hang.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -13,7 +17,7 @@ use interlock_core::{ConcurrencyError, EventId, ExpectedVersion, Position, Store
 use sqlx_postgres::PgRow;
 use uuid::Uuid;
 
-use crate::error::{backend, store_error};
+use crate::error::backend;
 use crate::rows::{self, bits_to_i64, bits_to_u64, column, to_i64};
 use crate::store::PgEventStore;
 
@@ -29,26 +33,31 @@ fn limit(limit: usize) -> i64 {
 impl SnapshotStore for PgEventStore {
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
         validate_json("snapshot", &snapshot.payload)?;
-        sqlx_core::query::query(&self.inner().sql.save_snapshot)
-            .bind(snapshot.stream_id.category())
-            .bind(snapshot.stream_id.id())
-            .bind(to_i64(snapshot.version))
-            .bind(i64::from(snapshot.schema_version))
-            .bind(&snapshot.payload[..])
-            .bind(snapshot.taken_at)
-            .execute(self.pool())
-            .await
-            .map_err(store_error)?;
+        self.inner()
+            .answer(
+                sqlx_core::query::query(&self.inner().sql.save_snapshot)
+                    .bind(snapshot.stream_id.category())
+                    .bind(snapshot.stream_id.id())
+                    .bind(to_i64(snapshot.version))
+                    .bind(i64::from(snapshot.schema_version))
+                    .bind(&snapshot.payload[..])
+                    .bind(snapshot.taken_at)
+                    .execute(self.pool()),
+            )
+            .await?;
         Ok(())
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        let row = sqlx_core::query::query(&self.inner().sql.load_snapshot)
-            .bind(stream.category())
-            .bind(stream.id())
-            .fetch_optional(self.pool())
-            .await
-            .map_err(store_error)?;
+        let row = self
+            .inner()
+            .answer(
+                sqlx_core::query::query(&self.inner().sql.load_snapshot)
+                    .bind(stream.category())
+                    .bind(stream.id())
+                    .fetch_optional(self.pool()),
+            )
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let schema_version: i64 = column(&row, 1)?;
         Ok(Some(Snapshot {
@@ -65,12 +74,15 @@ impl SnapshotStore for PgEventStore {
     }
 
     async fn delete_snapshot(&self, stream: &StreamId) -> Result<bool, StoreError> {
-        let done = sqlx_core::query::query(&self.inner().sql.delete_snapshot)
-            .bind(stream.category())
-            .bind(stream.id())
-            .execute(self.pool())
-            .await
-            .map_err(store_error)?;
+        let done = self
+            .inner()
+            .answer(
+                sqlx_core::query::query(&self.inner().sql.delete_snapshot)
+                    .bind(stream.category())
+                    .bind(stream.id())
+                    .execute(self.pool()),
+            )
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 }
@@ -79,11 +91,14 @@ impl SnapshotStore for PgEventStore {
 impl CheckpointStore for PgEventStore {
     async fn load_checkpoint(&self, processor: &str) -> Result<Option<Position>, StoreError> {
         validate_name("processor", processor)?;
-        let row = sqlx_core::query::query(&self.inner().sql.load_checkpoint)
-            .bind(processor)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(store_error)?;
+        let row = self
+            .inner()
+            .answer(
+                sqlx_core::query::query(&self.inner().sql.load_checkpoint)
+                    .bind(processor)
+                    .fetch_optional(self.pool()),
+            )
+            .await?;
         row.map(|row| {
             Ok(Position::new(
                 bits_to_u64(column(&row, 0)?),
@@ -95,13 +110,15 @@ impl CheckpointStore for PgEventStore {
 
     async fn save_checkpoint(&self, processor: &str, position: Position) -> Result<(), StoreError> {
         validate_name("processor", processor)?;
-        sqlx_core::query::query(&self.inner().sql.save_checkpoint)
-            .bind(processor)
-            .bind(bits_to_i64(position.major()))
-            .bind(bits_to_i64(position.minor()))
-            .execute(self.pool())
-            .await
-            .map_err(store_error)?;
+        self.inner()
+            .answer(
+                sqlx_core::query::query(&self.inner().sql.save_checkpoint)
+                    .bind(processor)
+                    .bind(bits_to_i64(position.major()))
+                    .bind(bits_to_i64(position.minor()))
+                    .execute(self.pool()),
+            )
+            .await?;
         Ok(())
     }
 }
@@ -120,12 +137,15 @@ fn saga_conflict(saga: &str, key: &str, expected: u64, actual: u64) -> StoreErro
 
 impl PgEventStore {
     async fn saga_version(&self, saga: &str, key: &str) -> Result<u64, StoreError> {
-        let row = sqlx_core::query::query(&self.inner().sql.saga_version)
-            .bind(saga)
-            .bind(key)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(store_error)?;
+        let row = self
+            .inner()
+            .answer(
+                sqlx_core::query::query(&self.inner().sql.saga_version)
+                    .bind(saga)
+                    .bind(key)
+                    .fetch_optional(self.pool()),
+            )
+            .await?;
         match row {
             None => Ok(0),
             Some(row) => unsigned(column(&row, 0)?, "saga version"),
@@ -138,12 +158,15 @@ impl SagaStateStore for PgEventStore {
     async fn load_saga(&self, saga: &str, key: &str) -> Result<Option<SagaState>, StoreError> {
         validate_name("saga", saga)?;
         validate_name("saga key", key)?;
-        let row = sqlx_core::query::query(&self.inner().sql.load_saga)
-            .bind(saga)
-            .bind(key)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(store_error)?;
+        let row = self
+            .inner()
+            .answer(
+                sqlx_core::query::query(&self.inner().sql.load_saga)
+                    .bind(saga)
+                    .bind(key)
+                    .fetch_optional(self.pool()),
+            )
+            .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(SagaState {
             version: unsigned(column(&row, 0)?, "saga version")?,
@@ -163,23 +186,27 @@ impl SagaStateStore for PgEventStore {
         validate_name("saga key", key)?;
         validate_json("saga state", &state)?;
         let sql = &self.inner().sql;
-        let row = if expected_version == 0 {
-            sqlx_core::query::query(&sql.insert_saga)
-                .bind(saga)
-                .bind(key)
-                .bind(&state[..])
-                .fetch_optional(self.pool())
-                .await
-        } else {
-            sqlx_core::query::query(&sql.update_saga)
-                .bind(saga)
-                .bind(key)
-                .bind(to_i64(expected_version))
-                .bind(&state[..])
-                .fetch_optional(self.pool())
-                .await
-        }
-        .map_err(store_error)?;
+        let row = self
+            .inner()
+            .answer(async {
+                if expected_version == 0 {
+                    sqlx_core::query::query(&sql.insert_saga)
+                        .bind(saga)
+                        .bind(key)
+                        .bind(&state[..])
+                        .fetch_optional(self.pool())
+                        .await
+                } else {
+                    sqlx_core::query::query(&sql.update_saga)
+                        .bind(saga)
+                        .bind(key)
+                        .bind(to_i64(expected_version))
+                        .bind(&state[..])
+                        .fetch_optional(self.pool())
+                        .await
+                }
+            })
+            .await?;
         match row {
             Some(row) => unsigned(column(&row, 0)?, "saga version"),
             None => {
@@ -197,13 +224,16 @@ impl SagaStateStore for PgEventStore {
     ) -> Result<(), StoreError> {
         validate_name("saga", saga)?;
         validate_name("saga key", key)?;
-        let done = sqlx_core::query::query(&self.inner().sql.delete_saga)
-            .bind(saga)
-            .bind(key)
-            .bind(to_i64(expected_version))
-            .execute(self.pool())
-            .await
-            .map_err(store_error)?;
+        let done = self
+            .inner()
+            .answer(
+                sqlx_core::query::query(&self.inner().sql.delete_saga)
+                    .bind(saga)
+                    .bind(key)
+                    .bind(to_i64(expected_version))
+                    .execute(self.pool()),
+            )
+            .await?;
         if done.rows_affected() == 0 {
             let actual = self.saga_version(saga, key).await?;
             // Deleting what is not there, expecting it not to be, matches the reference store.
@@ -246,20 +276,23 @@ impl DeadLetterStore for PgEventStore {
             )
             .into());
         }
-        let row = sqlx_core::query::query(&self.inner().sql.park)
-            .bind(&letter.processor)
-            .bind(bits_to_i64(letter.position.major()))
-            .bind(bits_to_i64(letter.position.minor()))
-            .bind(letter.event_id.as_uuid())
-            .bind(letter.stream_id.category())
-            .bind(letter.stream_id.id())
-            .bind(bits_to_i64(letter.stream_version))
-            .bind(&letter.event_type)
-            .bind(&letter.error)
-            .bind(i64::from(letter.attempts))
-            .fetch_one(self.pool())
-            .await
-            .map_err(store_error)?;
+        let row = self
+            .inner()
+            .answer(
+                sqlx_core::query::query(&self.inner().sql.park)
+                    .bind(&letter.processor)
+                    .bind(bits_to_i64(letter.position.major()))
+                    .bind(bits_to_i64(letter.position.minor()))
+                    .bind(letter.event_id.as_uuid())
+                    .bind(letter.stream_id.category())
+                    .bind(letter.stream_id.id())
+                    .bind(bits_to_i64(letter.stream_version))
+                    .bind(&letter.event_type)
+                    .bind(&letter.error)
+                    .bind(i64::from(letter.attempts))
+                    .fetch_one(self.pool()),
+            )
+            .await?;
         unsigned(column(&row, 0)?, "dead letter id")
     }
 
@@ -272,13 +305,16 @@ impl DeadLetterStore for PgEventStore {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let rows = sqlx_core::query::query(&self.inner().sql.list_dead_letters)
-            .bind(processor)
-            .bind(after.map_or(0, to_i64))
-            .bind(limit(max))
-            .fetch_all(self.pool())
-            .await
-            .map_err(store_error)?;
+        let rows = self
+            .inner()
+            .answer(
+                sqlx_core::query::query(&self.inner().sql.list_dead_letters)
+                    .bind(processor)
+                    .bind(after.map_or(0, to_i64))
+                    .bind(limit(max))
+                    .fetch_all(self.pool()),
+            )
+            .await?;
         rows.iter().map(dead_letter).collect()
     }
 
@@ -286,11 +322,14 @@ impl DeadLetterStore for PgEventStore {
         let Ok(id) = i64::try_from(id) else {
             return Ok(false);
         };
-        let done = sqlx_core::query::query(&self.inner().sql.delete_dead_letter)
-            .bind(id)
-            .execute(self.pool())
-            .await
-            .map_err(store_error)?;
+        let done = self
+            .inner()
+            .answer(
+                sqlx_core::query::query(&self.inner().sql.delete_dead_letter)
+                    .bind(id)
+                    .execute(self.pool()),
+            )
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 }
@@ -301,54 +340,69 @@ impl IdempotencyStore for PgEventStore {
         validate_name("idempotency key", key)?;
         let sql = &self.inner().sql;
         // The insert decides the race; a key released between our insert and our read is
-        // simply claimed again.
-        for _ in 0..8 {
-            let claimed = sqlx_core::query::query(&sql.claim)
-                .bind(key)
-                .fetch_optional(self.pool())
-                .await
-                .map_err(store_error)?;
-            if claimed.is_some() {
-                return Ok(IdempotencyClaim::New);
-            }
-            let row = sqlx_core::query::query(&sql.load_claim)
-                .bind(key)
-                .fetch_optional(self.pool())
-                .await
-                .map_err(store_error)?;
-            if let Some(row) = row {
-                let result: Option<Vec<u8>> = column(&row, 0)?;
-                let claimed_at: DateTime<Utc> = column(&row, 1)?;
-                return Ok(match result {
-                    Some(result) => IdempotencyClaim::Completed(Bytes::from(result)),
-                    None => IdempotencyClaim::InProgress { claimed_at },
-                });
-            }
-        }
-        Err(backend(format!(
-            "idempotency key {key:?} keeps being claimed and released"
-        )))
+        // simply claimed again. Bounded as a whole, not only query by query.
+        self.inner()
+            .bounded(async {
+                for _ in 0..8 {
+                    let claimed = self
+                        .inner()
+                        .answer(
+                            sqlx_core::query::query(&sql.claim)
+                                .bind(key)
+                                .fetch_optional(self.pool()),
+                        )
+                        .await?;
+                    if claimed.is_some() {
+                        return Ok(IdempotencyClaim::New);
+                    }
+                    let row = self
+                        .inner()
+                        .answer(
+                            sqlx_core::query::query(&sql.load_claim)
+                                .bind(key)
+                                .fetch_optional(self.pool()),
+                        )
+                        .await?;
+                    if let Some(row) = row {
+                        let result: Option<Vec<u8>> = column(&row, 0)?;
+                        let claimed_at: DateTime<Utc> = column(&row, 1)?;
+                        return Ok(match result {
+                            Some(result) => IdempotencyClaim::Completed(Bytes::from(result)),
+                            None => IdempotencyClaim::InProgress { claimed_at },
+                        });
+                    }
+                }
+                Err(backend(format!(
+                    "idempotency key {key:?} keeps being claimed and released"
+                )))
+            })
+            .await
     }
 
     async fn complete(&self, key: &str, result: Bytes) -> Result<(), StoreError> {
         validate_name("idempotency key", key)?;
         validate_json("idempotency result", &result)?;
-        sqlx_core::query::query(&self.inner().sql.complete)
-            .bind(key)
-            .bind(&result[..])
-            .execute(self.pool())
-            .await
-            .map_err(store_error)?;
+        self.inner()
+            .answer(
+                sqlx_core::query::query(&self.inner().sql.complete)
+                    .bind(key)
+                    .bind(&result[..])
+                    .execute(self.pool()),
+            )
+            .await?;
         Ok(())
     }
 
     async fn release(&self, key: &str) -> Result<bool, StoreError> {
         validate_name("idempotency key", key)?;
-        let done = sqlx_core::query::query(&self.inner().sql.release)
-            .bind(key)
-            .execute(self.pool())
-            .await
-            .map_err(store_error)?;
+        let done = self
+            .inner()
+            .answer(
+                sqlx_core::query::query(&self.inner().sql.release)
+                    .bind(key)
+                    .execute(self.pool()),
+            )
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 }

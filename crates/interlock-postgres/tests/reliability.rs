@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use interlock_core::lease::LeaseStore;
 use interlock_core::side::CheckpointStore;
 use interlock_core::{
     EventId, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, StoreError, StreamId,
@@ -462,6 +463,33 @@ async fn row6_a_server_that_stops_answering_is_unavailable_within_the_timeout() 
         "head_position",
         bounded("head_position", via.head_position()).await,
     );
+    // The side stores and leases are bounded the same way.
+    let started = Instant::now();
+    assert_unavailable(
+        "load_checkpoint",
+        bounded("load_checkpoint", via.load_checkpoint("frozen")).await,
+    );
+    assert_unavailable(
+        "save_checkpoint",
+        bounded(
+            "save_checkpoint",
+            via.save_checkpoint("frozen", Position::from_sequence(1)),
+        )
+        .await,
+    );
+    assert_unavailable(
+        "lease acquire",
+        bounded(
+            "acquire",
+            via.acquire("frozen#0/1", "owner", Duration::from_secs(10)),
+        )
+        .await,
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "three side-store calls, each within the 1 s timeout (+ the 1 s acquire timeout): {:?}",
+        started.elapsed()
+    );
 
     // A connection that goes silent in the middle of an append (after the statement was
     // sent) is given up after operation_timeout, too.
@@ -495,6 +523,37 @@ async fn row6_a_server_that_stops_answering_is_unavailable_within_the_timeout() 
     .await
     .unwrap();
     assert!(retried.already_appended);
+    // The same for side-store and lease statements that reached the server on a connection
+    // that then went silent: only the operation timeout ends them.
+    let silent_checkpoint = proxy.arm(CutRule::new(
+        "silent-checkpoint",
+        CutMoment::AfterSendGoSilent,
+    ));
+    let started = Instant::now();
+    assert_unavailable(
+        "save_checkpoint on a connection gone silent",
+        bounded(
+            "save_checkpoint",
+            via.save_checkpoint("silent-checkpoint", Position::from_sequence(7)),
+        )
+        .await,
+    );
+    assert!(silent_checkpoint.fired());
+    let silent_lease = proxy.arm(CutRule::new("silent-lease", CutMoment::AfterSendGoSilent));
+    assert_unavailable(
+        "lease acquire on a connection gone silent",
+        bounded(
+            "acquire",
+            via.acquire("silent-lease#0/1", "owner", Duration::from_secs(10)),
+        )
+        .await,
+    );
+    assert!(silent_lease.fired());
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
     proxy.cut_all();
     proxy.freeze();
 
@@ -522,6 +581,26 @@ async fn row6_a_server_that_stops_answering_is_unavailable_within_the_timeout() 
         stored[1..].iter().map(|e| e.event_id).collect::<Vec<_>>(),
         ids(&batch)
     );
+    // The side stores and leases work again on the thawed connections.
+    bounded(
+        "save_checkpoint",
+        via.save_checkpoint("frozen", Position::from_sequence(2)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        bounded("load_checkpoint", via.load_checkpoint("frozen"))
+            .await
+            .unwrap(),
+        Some(Position::from_sequence(2))
+    );
+    let lease = bounded(
+        "acquire",
+        via.acquire("frozen#0/1", "owner", Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    assert!(lease.is_some(), "the owner holds its lease again");
     common::drop_schema(&direct).await;
 }
 

@@ -9,6 +9,9 @@
 //! 3. Neither: the test prints a notice and passes, unless `INTERLOCK_REQUIRE_MONGO=1`, which
 //!    makes it fail.
 //!
+//! Tests that kill and restart the server get one of their own from [`own_server`] (an
+//! [`interlock_testing::faults::SecantusServer`]).
+//!
 //! SecantusDB is GPL software: it runs only as a separate process, never linked.
 //!
 //! ## Stopping the server
@@ -38,6 +41,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use interlock_mongodb::{MongoConfiguration, MongoEventStore};
+use interlock_testing::faults::SecantusServer;
 use mongodb::bson::{Document, doc};
 
 /// The pinned test server, as `install-test-server.sh` installs it.
@@ -234,6 +238,29 @@ pub fn standalone_uri() -> Option<String> {
         }
     });
     found.clone()
+}
+
+/// A SecantusDB server of the test's own (its own port and storage directory, `extra` flags
+/// such as `--sync-on-commit` passed on), to kill and restart; `None` after a notice when the
+/// server command is not installed. Always the wire server, even with `MONGODB_URI` set: a
+/// shared server cannot be restarted.
+pub async fn own_server(extra: &[&str]) -> Option<SecantusServer> {
+    let Some(command) = secantus_command() else {
+        skip_or_fail(
+            "no restartable test server",
+            &format!(
+                "the SecantusDB server command (secantusd-py, SecantusDB=={SECANTUS_VERSION}) is not installed"
+            ),
+        );
+        return None;
+    };
+    match SecantusServer::start(command, extra).await {
+        Ok(server) => Some(server),
+        Err(e) => {
+            skip_or_fail("the restartable test server did not start", &e.to_string());
+            None
+        }
+    }
 }
 
 /// A database name no other test uses: `ilt_<unix seconds>_<random>`.
