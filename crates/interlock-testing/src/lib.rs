@@ -10,6 +10,8 @@
 //! * [`conformance`]: the event store conformance suite, written once over the
 //!   [`EventStore`](interlock_core::EventStore) trait and instantiated for every backend with
 //!   [`event_store_conformance!`].
+//! * [`reliability`]: the rows of `RELIABILITY.md` run through a real application on every
+//!   backend, instantiated with [`reliability_suite!`].
 //!
 //! This crate's purpose is to fail tests loudly, so it panics where a library would return errors.
 
@@ -18,9 +20,12 @@
 pub mod conformance;
 #[cfg(feature = "faults")]
 pub mod faults;
+#[cfg(feature = "faults")]
+pub mod effects;
 #[cfg(all(unix, feature = "faults"))]
 pub mod kill;
 mod processor_scenario;
+pub mod reliability;
 mod saga_scenario;
 mod scenario;
 
