@@ -142,9 +142,8 @@ fn serve(listener: TcpListener, ledger: Ledger) {
         let Ok(stream) = stream else { continue };
         let ledger = ledger.clone();
         std::thread::spawn(move || {
-            let mut writer = match stream.try_clone() {
-                Ok(writer) => writer,
-                Err(_) => return,
+            let Ok(mut writer) = stream.try_clone() else {
+                return;
             };
             for line in BufReader::new(stream).lines() {
                 let Ok(line) = line else { return };

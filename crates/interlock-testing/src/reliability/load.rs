@@ -81,6 +81,7 @@ pub async fn row20_load<S: EventStore>(store: S) {
 
 /// [`row20_load`] with another default number of commands per writer (a backend whose test
 /// server is slow); `INTERLOCK_LOAD_COMMANDS` still wins.
+#[allow(clippy::print_stdout)] // the LOAD line is the test's report
 pub async fn row20_load_with<S: EventStore>(store: S, default_per_writer: usize) {
     let backend = std::any::type_name::<S>()
         .rsplit("::")
