@@ -230,26 +230,29 @@ impl PgEventStore {
         after: Position,
         limit: i64,
     ) -> Result<(Vec<RecordedEvent>, bool), StoreError> {
-        let rows = self
-            .inner
-            .answer(
-                sqlx_core::query::query(&self.inner.sql.read_all)
+        // Decoded as the rows arrive, like `read_stream`.
+        self.inner
+            .bounded(async {
+                use futures::TryStreamExt;
+                let mut rows = sqlx_core::query::query(&self.inner.sql.read_all)
                     .bind(after.major().to_string())
                     .bind(to_i64(after.minor()))
                     .bind(limit)
-                    .fetch_all(&self.inner.pool),
-            )
-            .await?;
-        let mut pending = false;
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
-            pending = rows::column(row, 0)?;
-            // The left join yields one row of NULLs when no event is readable.
-            if rows::column::<Option<String>>(row, 1)?.is_some() {
-                events.push(rows::event_at(row, 1)?);
-            }
-        }
-        Ok((events, pending))
+                    .fetch(&self.inner.pool);
+                let mut pending = false;
+                let mut events = Vec::new();
+                let mut columns = rows::Columns::Check;
+                while let Some(row) = rows.try_next().await.map_err(store_error)? {
+                    pending = rows::column(&row, 0)?;
+                    // The left join yields one row of NULLs when no event is readable.
+                    if rows::column::<Option<&str>>(&row, 1)?.is_some() {
+                        events.push(rows::event_at(&row, 1, columns)?);
+                        columns = rows::Columns::Checked;
+                    }
+                }
+                Ok((events, pending))
+            })
+            .await
     }
 
     /// The last position below the horizon, and whether committed events wait above it.
@@ -332,18 +335,26 @@ impl EventStore for PgEventStore {
         if from > i64::MAX as u64 || to_i64(from) > to {
             return Ok(Vec::new());
         }
-        let rows = self
-            .inner
-            .answer(
-                sqlx_core::query::query(&self.inner.sql.read_stream)
+        // Rows are decoded as they arrive, while the server is still sending the rest (a
+        // reload of a long stream overlaps the two instead of adding them up).
+        self.inner
+            .bounded(async {
+                use futures::TryStreamExt;
+                let mut rows = sqlx_core::query::query(&self.inner.sql.read_stream)
                     .bind(stream.category())
                     .bind(stream.id())
                     .bind(to_i64(from))
                     .bind(to)
-                    .fetch_all(&self.inner.pool),
-            )
-            .await?;
-        rows.iter().map(rows::event).collect()
+                    .fetch(&self.inner.pool);
+                let mut events = Vec::new();
+                let mut columns = rows::Columns::Check;
+                while let Some(row) = rows.try_next().await.map_err(store_error)? {
+                    events.push(rows::stream_event(&row, stream, columns)?);
+                    columns = rows::Columns::Checked;
+                }
+                Ok(events)
+            })
+            .await
     }
 
     async fn read_all(
@@ -454,6 +465,9 @@ impl EventStore for PgEventStore {
         }
     }
 
+    /// Snapshots, checkpoints, saga state, dead letters, idempotency keys and the leases (with
+    /// their fencing numbers) of partitioned processors live in the store's schema, beside the
+    /// events.
     fn side_stores(&self) -> Option<SideStores> {
         Some(SideStores::from_backend(self.clone()).with_leases(self.clone()))
     }
