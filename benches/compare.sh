@@ -6,7 +6,8 @@
 #   benches/compare.sh --smoke   tiny sizes, one round: checks every result quickly (CI)
 #
 # The server is INTERLOCK_PG_URL (default postgres://postgres@127.0.0.1:5432/test); each run
-# works in a schema of its own and drops it. Exits non-zero when a binary fails or an Interlock
+# works in a schema of its own and drops it. Builds go to CARGO_TARGET_DIR (default target/), the
+# cqrs-es side to its cqrs-es-side/ subdirectory. Exits non-zero when a binary fails or an Interlock
 # or floor result is wrong (cqrs-es's wrong results are reported in the table, not fatal).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,13 +22,14 @@ esac
 # The smoke only checks results, so it builds the debug profile: in CI that reuses the test
 # build instead of compiling the whole graph again in release.
 if [ "$smoke" = 1 ]; then profile=dev; dir=debug; else profile=release; dir=release; fi
+target="${CARGO_TARGET_DIR:-target}"
 echo "== building both sides ($profile)" >&2
 cargo build --profile "$profile" --locked -p interlock-benches --bin interlock-side >&2
 # The cqrs-es side is its own workspace (see its Cargo.toml) with its own lock file and target.
-CARGO_TARGET_DIR=target/cqrs-es-side cargo build --profile "$profile" --locked \
+CARGO_TARGET_DIR="$target/cqrs-es-side" cargo build --profile "$profile" --locked \
   --manifest-path benches/cqrs-es-side/Cargo.toml >&2
-ours=target/$dir/interlock-side
-theirs=target/cqrs-es-side/$dir/cqrs-es-side
+ours=$target/$dir/interlock-side
+theirs=$target/cqrs-es-side/$dir/cqrs-es-side
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -79,5 +81,5 @@ echo "Command: \`benches/compare.sh$([ "$smoke" = 1 ] && echo ' --smoke')\`. Mac
   "Both sides: tokio with 2 workers, 10 pooled PostgreSQL connections. Best of $([ "$smoke" = 1 ] && echo 1 || echo 2) alternating rounds."
 echo
 # Kept for a second look: `target/release/interlock-side report target/compare-results.jsonl`.
-cp "$results" target/compare-results.jsonl
+cp "$results" "$target/compare-results.jsonl"
 "$ours" report "$results"

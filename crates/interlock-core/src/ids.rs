@@ -172,6 +172,15 @@ impl StreamId {
         Self::new(category, id.0.clone())
     }
 
+    /// Like [`for_aggregate`](Self::for_aggregate), sharing an already allocated category
+    /// instead of copying it: what a runtime building a stream id per command uses.
+    pub fn for_aggregate_shared(
+        category: &Arc<str>,
+        id: &AggregateId,
+    ) -> Result<Self, ValidationError> {
+        Self::new(category.clone(), id.0.clone())
+    }
+
     /// The category: the aggregate type name for aggregate streams.
     pub fn category(&self) -> &str {
         &self.category

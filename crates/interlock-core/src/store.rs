@@ -287,17 +287,23 @@ pub fn validate_append(
             ));
         }
     }
-    let mut ids = HashSet::with_capacity(events.len());
+    // Repeated ids: pairwise for the usual small batch (no allocation, no hashing), a set
+    // beyond that.
+    let mut seen = (events.len() > 16).then(|| HashSet::with_capacity(events.len()));
     for (index, event) in events.iter().enumerate() {
         let n = index + 1;
-        if !ids.insert(event.event_id) {
+        let repeated = match &mut seen {
+            Some(ids) => !ids.insert(event.event_id),
+            None => events[..index].iter().any(|e| e.event_id == event.event_id),
+        };
+        if repeated {
             return Err(ValidationError::new(
                 "event_id",
                 format!("event #{n} repeats id {} within the batch", event.event_id),
             ));
         }
         validate_shape(
-            &format!("event #{n}"),
+            format_args!("event #{n}"),
             &event.event_type,
             event.schema_version,
             &event.payload,
@@ -358,7 +364,7 @@ pub fn recognise_retry(
 /// Checks a migration's new shape for one event the way [`validate_append`] checks new events.
 pub fn validate_rewrite(rewrite: &EventRewrite) -> Result<(), ValidationError> {
     validate_shape(
-        &format!("event {}", rewrite.event_id),
+        format_args!("event {}", rewrite.event_id),
         &rewrite.event_type,
         rewrite.schema_version,
         &rewrite.payload,
@@ -368,7 +374,7 @@ pub fn validate_rewrite(rewrite: &EventRewrite) -> Result<(), ValidationError> {
 /// Type name, schema version and payload checks shared by appends and rewrites; `which` names
 /// the event in messages.
 fn validate_shape(
-    which: &str,
+    which: std::fmt::Arguments<'_>,
     ty: &str,
     schema_version: u32,
     payload: &[u8],

@@ -56,6 +56,7 @@ use futures::future::BoxFuture;
 use interlock_core::upcast::Upcasters;
 use interlock_core::{Command, DecodeError, DecodeReason, Event, RecordedEvent};
 
+use crate::cache::FastState;
 use crate::context::{CommandContext, DispatchOptions, Dispatched};
 use crate::engine::Engine;
 use crate::error::{DomainError, Error};
@@ -182,11 +183,15 @@ impl<A: Aggregate> AggregateRoutes<A> {
     {
         let factory: RouteFactory<A> = Box::new(move |runtime: Arc<AggregateRuntime<A>>| {
             let handler: CommandFn<C> = Arc::new(move |engine, command, options| {
-                let runtime = runtime.clone();
-                Box::pin(async move {
-                    crate::dispatch::execute::<A, C>(&engine, &runtime, command, options, creates)
-                        .await
-                })
+                // One future, not an async block around `execute`'s: the block's own copy of
+                // the arguments pushed the future past the allocator's per-thread cache size.
+                Box::pin(crate::dispatch::execute::<A, C>(
+                    engine,
+                    runtime.clone(),
+                    command,
+                    options,
+                    creates,
+                ))
             });
             CommandRoute {
                 command_type: C::TYPE_NAME,
@@ -254,8 +259,8 @@ fn apply_typed<A: AppliesEvent<E>, E: Event>(state: &mut A, event: &dyn Any) {
 
 /// The applier tables of one aggregate type, indexed by stored type name and by Rust type.
 pub(crate) struct Appliers<A> {
-    by_name: HashMap<&'static str, StoredApplier<A>>,
-    by_type: HashMap<TypeId, TypedApplier<A>>,
+    by_name: HashMap<&'static str, StoredApplier<A>, FastState>,
+    by_type: HashMap<TypeId, TypedApplier<A>, FastState>,
     pub(crate) policy: UnknownEventPolicy,
 }
 
@@ -322,8 +327,8 @@ impl<A: Aggregate> Appliers<A> {
         policy: UnknownEventPolicy,
     ) -> (Self, Vec<String>) {
         let mut problems = Vec::new();
-        let mut by_name = HashMap::new();
-        let mut by_type = HashMap::new();
+        let mut by_name = HashMap::default();
+        let mut by_type = HashMap::default();
         for route in routes.events.drain(..) {
             if by_name
                 .insert(route.type_name, route.apply_stored)
@@ -350,6 +355,8 @@ impl<A: Aggregate> Appliers<A> {
 
 /// Per-aggregate-type runtime data shared by all its command routes.
 pub(crate) struct AggregateRuntime<A> {
+    /// `A::TYPE_NAME`, shared by the stream ids of every command (no allocation per command).
+    pub(crate) category: Arc<str>,
     pub(crate) appliers: Arc<Appliers<A>>,
     pub(crate) cache: crate::cache::AggregateCache<A>,
     /// Set by `ApplicationBuilder::with_snapshots`.
@@ -418,6 +425,7 @@ impl AggregateRegistration {
             .collect();
         let (appliers, mut problems) = Appliers::from_routes(&mut routes, settings.unknown_events);
         let runtime = Arc::new(AggregateRuntime {
+            category: Arc::from(A::TYPE_NAME),
             appliers: Arc::new(appliers),
             cache: crate::cache::AggregateCache::new(settings.cache_capacity),
             snapshots: std::sync::OnceLock::new(),
