@@ -151,7 +151,9 @@ pub enum StoreError {
     },
     /// A write guarded by a lease was refused: the lease changed hands (its fence moved past
     /// this one), so this process no longer owns the work.
-    #[error("lease {key} is no longer held by {owner} with fence {fence}: another owner took it over")]
+    #[error(
+        "lease {key} is no longer held by {owner} with fence {fence}: another owner took it over"
+    )]
     Fenced {
         /// The lease key.
         key: String,

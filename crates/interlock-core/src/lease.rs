@@ -35,7 +35,11 @@ pub struct Lease {
 }
 
 /// The checks every backend makes on lease arguments, so they all refuse the same input.
-pub fn validate_lease_request(key: &str, owner: &str, ttl: Duration) -> Result<(), ValidationError> {
+pub fn validate_lease_request(
+    key: &str,
+    owner: &str,
+    ttl: Duration,
+) -> Result<(), ValidationError> {
     crate::side::validate_name("lease key", key)?;
     crate::side::validate_name("lease owner", owner)?;
     if ttl < Duration::from_millis(10) || ttl > Duration::from_secs(24 * 3600) {

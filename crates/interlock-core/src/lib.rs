@@ -24,6 +24,7 @@
 
 pub mod envelope;
 pub mod error;
+mod finite;
 pub mod ids;
 pub mod lease;
 pub mod message;
@@ -37,8 +38,8 @@ pub use envelope::{Metadata, NewEvent, RecordedEvent};
 pub use error::{
     BoxError, ConcurrencyError, DecodeError, DecodeReason, StoreError, ValidationError,
 };
-pub use lease::{Lease, LeaseStore};
 pub use ids::{AggregateId, EventId, MAX_ID_LEN, StreamId};
+pub use lease::{Lease, LeaseStore};
 pub use message::{Command, Event, EventBatch, Query, SerializedEvent};
 pub use position::{ExpectedVersion, Position};
 pub use side::{

@@ -3,6 +3,8 @@
 //! Usually derived (`#[derive(Command)]`, `#[derive(Query)]`, `#[derive(Event)]` from the
 //! `interlock` crate); implementing them by hand is just as valid.
 
+use std::cell::RefCell;
+
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -100,7 +102,7 @@ impl SerializedEvent {
         Ok(Self {
             event_type: E::TYPE_NAME.to_owned(),
             schema_version: E::SCHEMA_VERSION,
-            payload: Bytes::from(serde_json::to_vec(event)?),
+            payload: json_bytes(event)?,
         })
     }
 
@@ -108,6 +110,44 @@ impl SerializedEvent {
     pub fn payload_json(&self) -> Result<serde_json::Value, serde_json::Error> {
         serde_json::from_slice(&self.payload)
     }
+}
+
+/// Serializes `value` as JSON into exactly-sized bytes.
+///
+/// `serde_json::to_vec` starts with 128 bytes of capacity, and `Bytes::from` a vector whose
+/// length is not its capacity allocates a second, shared header: two allocations per event, and
+/// 128 bytes kept for a 2-byte payload in an in-memory log. Writing into a per-thread scratch
+/// buffer and copying out makes it one allocation of the payload's size.
+fn json_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, serde_json::Error> {
+    let bytes = json_bytes_unchecked(value)?;
+    // NaN and infinities come out as `null`: only then is the value walked again to tell.
+    if bytes.windows(4).any(|w| w == b"null")
+        && let Err(e) = crate::finite::check(value)
+    {
+        return Err(<serde_json::Error as serde::ser::Error>::custom(e));
+    }
+    Ok(bytes)
+}
+
+fn json_bytes_unchecked<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, serde_json::Error> {
+    thread_local! {
+        static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    /// A scratch buffer grown beyond this by a large event is not kept.
+    const KEEP: usize = 64 * 1024;
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut buffer) => {
+            buffer.clear();
+            let written = serde_json::to_writer(&mut *buffer, value);
+            let bytes = written.map(|()| Bytes::copy_from_slice(&buffer));
+            if buffer.capacity() > KEEP {
+                *buffer = Vec::new();
+            }
+            bytes
+        }
+        // Re-entered (a `Serialize` impl that serializes an event itself): no scratch.
+        Err(_) => serde_json::to_vec(value).map(Bytes::from),
+    })
 }
 
 /// Something that can be turned into an ordered list of events: one event, a tuple of events of
@@ -166,3 +206,48 @@ event_batch_tuple!(A, B, C, D, E, F, G, H, I);
 event_batch_tuple!(A, B, C, D, E, F, G, H, I, J);
 event_batch_tuple!(A, B, C, D, E, F, G, H, I, J, K);
 event_batch_tuple!(A, B, C, D, E, F, G, H, I, J, K, L);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Note {
+        text: String,
+    }
+    impl Event for Note {
+        const TYPE_NAME: &'static str = "Note";
+    }
+
+    /// Serializes another event while being serialized: the scratch buffer is in use.
+    struct Nested;
+    impl Serialize for Nested {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let inner = SerializedEvent::from_event(&Note { text: "in".into() })
+                .map_err(serde::ser::Error::custom)?;
+            s.serialize_str(std::str::from_utf8(&inner.payload).map_err(serde::ser::Error::custom)?)
+        }
+    }
+    impl<'de> serde::Deserialize<'de> for Nested {
+        fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+            Ok(Nested)
+        }
+    }
+    impl Event for Nested {
+        const TYPE_NAME: &'static str = "Nested";
+    }
+
+    #[test]
+    fn payloads_are_the_json_of_the_event_whatever_their_size() {
+        for len in [0, 1, 100, 200_000, 3] {
+            let note = Note {
+                text: "x".repeat(len),
+            };
+            let serialized = SerializedEvent::from_event(&note).unwrap();
+            assert_eq!(serialized.payload, serde_json::to_vec(&note).unwrap());
+            assert_eq!(serialized.event_type, "Note");
+        }
+        let nested = SerializedEvent::from_event(&Nested).unwrap();
+        assert_eq!(&nested.payload[..], br#""{\"text\":\"in\"}""#);
+    }
+}

@@ -20,7 +20,19 @@ pub struct DispatchOptions {
     /// With [`IdempotencyMiddleware`](crate::middleware::IdempotencyMiddleware): a duplicate
     /// dispatch with the same key gets the original result instead of running again.
     pub idempotency_key: Option<String>,
+    /// Derives the ids of the command's events from this seed instead of drawing them at
+    /// random, and records the command's output in the first event's metadata (under
+    /// [`OUTPUT_METADATA_KEY`]). A second dispatch with the same seed (a retry after a crash
+    /// whose outcome is unknown) first looks for that event among the stream's latest 256
+    /// events and, if the first dispatch committed, returns its stored output without running
+    /// the command again; if they race, the store's event-id check lets only one commit. Sagas
+    /// use it for every command they send.
+    pub event_ids_from: Option<String>,
 }
+
+/// The metadata key under which a dispatch with [`DispatchOptions::event_ids_from`] records the
+/// command's output (JSON) on its first event.
+pub const OUTPUT_METADATA_KEY: &str = "interlock.output";
 
 impl DispatchOptions {
     /// Default options.
@@ -43,6 +55,12 @@ impl DispatchOptions {
     /// Sets the idempotency key.
     pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Derives the events' ids from `seed` (see [`DispatchOptions::event_ids_from`]).
+    pub fn event_ids_from(mut self, seed: impl Into<String>) -> Self {
+        self.event_ids_from = Some(seed.into());
         self
     }
 

@@ -1,13 +1,18 @@
 //! Running one command against one aggregate: load, decide, append, maybe snapshot.
 
+use std::sync::Arc;
+
 use chrono::Utc;
 use interlock_core::side::Snapshot;
-use interlock_core::{AggregateId, Command, ExpectedVersion, NewEvent, StreamId};
+use interlock_core::{
+    AggregateId, Command, EventId, ExpectedVersion, NewEvent, StoreError, StreamId,
+};
+use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, AggregateRuntime, HandlesCommand};
 use crate::cache::Loaded;
 use crate::context::{CommandContext, DispatchOptions, Dispatched, ExecutionContext};
-use crate::emit::{Emitted, run_in_scope};
+use crate::emit::{EmitFailure, Emitted, run_in_scope};
 use crate::engine::Engine;
 use crate::error::{DomainError, Error};
 use crate::snapshot::SnapshotMark;
@@ -23,11 +28,7 @@ async fn start_from_snapshot<A: Aggregate>(
     stream: &StreamId,
     max_version: Option<u64>,
 ) -> Loaded<A> {
-    let fresh = Loaded {
-        state: A::default(),
-        version: 0,
-        snapshot: None,
-    };
+    let fresh = Loaded::fresh();
     let Some(config) = runtime.snapshots.get() else {
         return fresh;
     };
@@ -55,6 +56,12 @@ async fn start_from_snapshot<A: Aggregate>(
             ..fresh
         };
     }
+    if snapshot.version == 0 {
+        // Taken after no event at all: not a state any replay can reach. Folding the events
+        // onto it would count them twice (RELIABILITY.md #17).
+        tracing::warn!(%stream, "ignoring a snapshot at version 0; replaying all events");
+        return fresh;
+    }
     if max_version.is_some_and(|max| snapshot.version > max) {
         return fresh;
     }
@@ -79,10 +86,17 @@ pub(crate) async fn load_current<A: Aggregate>(
     id: &AggregateId,
     stream: &StreamId,
 ) -> Result<Loaded<A>, Error> {
-    match runtime.cache.take(id) {
-        Some(cached) => catch_up(engine, runtime, stream, cached, None).await,
-        None => replay(engine, runtime, stream, None).await,
-    }
+    let start = match runtime.cache.take(id) {
+        Some(cached) => cached,
+        // Boxed: the snapshot path's future is large, and it would make every command's future
+        // that large (W1: over the allocator's per-thread cache size, ~10% of a command).
+        None if runtime.snapshots.get().is_some() => {
+            return Box::pin(replay(engine, runtime, stream, None)).await;
+        }
+        // Without snapshots, a replay is a catch-up from nothing.
+        None => Loaded::fresh(),
+    };
+    catch_up(engine, runtime, stream, start, None).await
 }
 
 /// Replays a stream into a fresh state (from a snapshot when one fits), up to `to` (inclusive)
@@ -138,8 +152,8 @@ async fn catch_up<A: Aggregate>(
 }
 
 pub(crate) async fn execute<A, C>(
-    engine: &Engine,
-    runtime: &AggregateRuntime<A>,
+    engine: Arc<Engine>,
+    runtime: Arc<AggregateRuntime<A>>,
     command: C,
     options: DispatchOptions,
     creates: bool,
@@ -148,8 +162,9 @@ where
     A: HandlesCommand<C>,
     C: Command,
 {
+    let (engine, runtime) = (&*engine, &*runtime);
     let id = command.aggregate_id();
-    let stream = StreamId::for_aggregate(A::TYPE_NAME, &id)?;
+    let stream = StreamId::for_aggregate_shared(&runtime.category, &id)?;
     let mut loaded = load_current(engine, runtime, &id, &stream).await?;
     let version = loaded.version;
     if version == 0 && !creates {
@@ -158,6 +173,12 @@ where
             id,
             command: Some(C::TYPE_NAME),
         });
+    }
+    let seed = options.event_ids_from.clone();
+    if let Some(seed) = &seed
+        && let Some(done) = committed_before::<C>(engine, &stream, version, seed, false).await?
+    {
+        return Ok(done);
     }
     let ctx = CommandContext::new(C::TYPE_NAME, options, engine.services.clone());
     let current = ExecutionContext {
@@ -172,7 +193,10 @@ where
         .await;
     // From here on, any early return drops `loaded`: the cache never sees a failed command's copy.
     let output = result.map_err(DomainError::into_error)?;
-    let events = to_new_events::<A, C>(&stream, &ctx, emitted)?;
+    let mut events = to_new_events::<A, C>(&stream, &ctx, emitted)?;
+    if let Some(seed) = &seed {
+        seed_events(&mut events, seed, &output)?;
+    }
     if events.is_empty() {
         runtime.cache.put(id, loaded);
         return Ok(Dispatched {
@@ -188,7 +212,34 @@ where
     } else {
         ExpectedVersion::Exact(version)
     };
-    let appended = engine.store.append(&stream, expected, events).await?;
+    let appended = match engine.store.append(&stream, expected, events).await {
+        Ok(appended) => appended,
+        // A seeded dispatch that committed before, out of reach of the quick look: find it.
+        Err(StoreError::DuplicateEventId { event_id, .. })
+            if seed
+                .as_deref()
+                .is_some_and(|seed| event_id == seeded_id(seed, 0)) =>
+        {
+            let seed = seed.as_deref().unwrap_or_default();
+            return committed_before::<C>(engine, &stream, version, seed, true)
+                .await?
+                .ok_or(Error::Store(StoreError::DuplicateEventId {
+                    event_id,
+                    stream: Some(stream.clone()),
+                }));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if appended.already_appended {
+        // The same events were committed by an earlier run of this seeded command: the state
+        // in hand applied them a second time, so it must not reach the cache.
+        return Ok(Dispatched {
+            output,
+            version: appended.last_version,
+            events: count,
+            position: Some(appended.last_position),
+        });
+    }
     loaded.version = appended.last_version;
     // Committed: a snapshot now can only be a shortcut to what is stored, never ahead of it.
     snapshot_if_due(engine, runtime, &stream, version, &mut loaded).await;
@@ -199,6 +250,95 @@ where
         events: count,
         position: Some(appended.last_position),
     })
+}
+
+/// The id of event `index` of a dispatch seeded with `seed`.
+pub(crate) fn seeded_id(seed: &str, index: usize) -> EventId {
+    EventId::from_uuid(Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("interlock-dispatch/{seed}/{index}").as_bytes(),
+    ))
+}
+
+/// Gives a seeded dispatch's events their derived ids and records the output on the first.
+fn seed_events<O: serde::Serialize>(
+    events: &mut [NewEvent],
+    seed: &str,
+    output: &O,
+) -> Result<(), Error> {
+    for (index, event) in events.iter_mut().enumerate() {
+        event.event_id = seeded_id(seed, index);
+    }
+    if let Some(first) = events.first_mut() {
+        let value = serde_json::to_value(output).map_err(|e| {
+            Error::Validation(interlock_core::ValidationError::new(
+                "output",
+                format!("the command's output cannot be recorded as JSON: {e}"),
+            ))
+        })?;
+        first
+            .metadata
+            .insert(crate::context::OUTPUT_METADATA_KEY.to_owned(), value);
+    }
+    Ok(())
+}
+
+/// The result of an earlier run of a seeded dispatch, if its first event is stored: among the
+/// stream's latest 256 events, or anywhere in the stream with `whole`.
+async fn committed_before<C: Command>(
+    engine: &Engine,
+    stream: &StreamId,
+    version: u64,
+    seed: &str,
+    whole: bool,
+) -> Result<Option<Dispatched<C::Output>>, Error> {
+    let head = if whole {
+        engine.store.stream_version(stream).await?
+    } else {
+        version
+    };
+    if head == 0 {
+        return Ok(None);
+    }
+    let from = if whole {
+        1
+    } else {
+        head.saturating_sub(255).max(1)
+    };
+    let first = seeded_id(seed, 0);
+    let events = engine.store.read_stream(stream, from, Some(head)).await?;
+    let Some(at) = events.iter().position(|e| e.event_id == first) else {
+        return Ok(None);
+    };
+    let recorded = events[at]
+        .metadata
+        .get(crate::context::OUTPUT_METADATA_KEY)
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    let output: C::Output = serde_json::from_value(recorded).map_err(|e| {
+        Error::Validation(interlock_core::ValidationError::new(
+            "output",
+            format!(
+                "command {} with seed {seed} committed before, but its recorded output does not decode: {e}",
+                C::TYPE_NAME
+            ),
+        ))
+    })?;
+    let count = events[at..]
+        .iter()
+        .take_while(|e| {
+            let index = e.stream_version - events[at].stream_version;
+            e.event_id == seeded_id(seed, index as usize)
+        })
+        .count();
+    let last = &events[at + count - 1];
+    tracing::info!(%stream, command = C::TYPE_NAME, seed, "a seeded command committed before; returning its recorded output");
+    Ok(Some(Dispatched {
+        output,
+        version: last.stream_version,
+        events: count,
+        position: Some(last.position),
+    }))
 }
 
 /// Takes a snapshot after a commit when the policy says so. Failures are logged, not returned:
@@ -245,51 +385,59 @@ async fn snapshot_if_due<A: Aggregate>(
     }
 }
 
+/// The handler's emitted events, stamped with the command's context, or why they cannot be
+/// stored (the first emitted event that went wrong).
 fn to_new_events<A: Aggregate, C: Command>(
     stream: &StreamId,
     ctx: &CommandContext,
-    emitted: Vec<Emitted>,
+    emitted: Emitted,
 ) -> Result<Vec<NewEvent>, Error> {
-    let mut events = Vec::with_capacity(emitted.len());
-    for (index, entry) in emitted.into_iter().enumerate() {
-        match entry {
-            Emitted::Ok(serialized) => events.push(
-                NewEvent::from_serialized(serialized)
-                    .with_context(Some(ctx.correlation_id), Some(ctx.causation_id))
-                    .with_metadata(ctx.metadata.clone()),
-            ),
-            Emitted::SerializeFailed {
+    let Emitted {
+        mut events,
+        failure,
+    } = emitted;
+    match failure {
+        None => {}
+        Some(EmitFailure::SerializeFailed {
+            index,
+            event_type,
+            message,
+        }) => {
+            return Err(Error::EventSerialization {
+                stream: stream.clone(),
+                command: C::TYPE_NAME,
+                index,
                 event_type,
                 message,
-            } => {
-                return Err(Error::EventSerialization {
-                    stream: stream.clone(),
-                    command: C::TYPE_NAME,
-                    index: index + 1,
-                    event_type,
-                    message,
-                });
-            }
-            Emitted::NoApplier { event_type } => {
-                return Err(Error::NoApplier {
-                    aggregate_type: A::TYPE_NAME,
-                    event_type,
-                    command: C::TYPE_NAME,
-                });
-            }
-            Emitted::ForeignAggregate {
+            });
+        }
+        Some(EmitFailure::NoApplier { event_type }) => {
+            return Err(Error::NoApplier {
+                aggregate_type: A::TYPE_NAME,
                 event_type,
-                aggregate_type,
-            } => {
-                return Err(Error::Validation(interlock_core::ValidationError::new(
-                    "emit",
-                    format!(
-                        "event {event_type} was emitted on a {aggregate_type} inside a handler of {}; \
-                         a handler may only emit on its own aggregate",
-                        A::TYPE_NAME
-                    ),
-                )));
-            }
+                command: C::TYPE_NAME,
+            });
+        }
+        Some(EmitFailure::ForeignAggregate {
+            event_type,
+            aggregate_type,
+        }) => {
+            return Err(Error::Validation(interlock_core::ValidationError::new(
+                "emit",
+                format!(
+                    "event {event_type} was emitted on a {aggregate_type} inside a handler of {}; \
+                     a handler may only emit on its own aggregate",
+                    A::TYPE_NAME
+                ),
+            )));
+        }
+    }
+    for event in &mut events {
+        event.correlation_id = Some(ctx.correlation_id);
+        event.causation_id = Some(ctx.causation_id);
+        // Events start with empty metadata: only a command's own metadata needs copying.
+        if !ctx.metadata.is_empty() {
+            event.metadata = ctx.metadata.clone();
         }
     }
     Ok(events)

@@ -41,7 +41,9 @@ pub use aggregate::{
     Aggregate, AggregateRoutes, AggregateSettings, AppliesEvent, HandlesCommand, UnknownEventPolicy,
 };
 pub use builder::ApplicationBuilder;
-pub use context::{CommandContext, DispatchOptions, Dispatched, ExecutionContext};
+pub use context::{
+    CommandContext, DispatchOptions, Dispatched, ExecutionContext, OUTPUT_METADATA_KEY,
+};
 pub use emit::Emit;
 pub use engine::Application;
 pub use error::{BuildError, DomainError, Error, ProcessingFailure};

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::Utc;
+use interlock_core::lease::{Lease, LeaseStore, fenced, validate_lease_request};
 use interlock_core::side::{
     CheckpointStore, DeadLetter, DeadLetterStore, IdempotencyClaim, IdempotencyStore,
     NewDeadLetter, SagaState, SagaStateStore, Snapshot, SnapshotStore, validate_json,
     validate_name,
 };
-use interlock_core::lease::{Lease, LeaseStore, fenced, validate_lease_request};
 use interlock_core::{ConcurrencyError, ExpectedVersion, Position, StoreError, StreamId};
 
 use crate::memory::InMemoryEventStore;

@@ -629,3 +629,88 @@ fn emit_outside_a_handler_applies_without_recording() {
     account.emit(Deposited { amount: 3 });
     assert_eq!(account.balance, 3);
 }
+
+/// A command dispatched again with the same `event_ids_from` seed (a retry after a crash whose
+/// outcome was unknown) returns the first run's recorded output and commits nothing, even when
+/// running it again would decide differently; racing runs commit once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_command_commits_once_and_repeats_its_recorded_output() {
+    let store = InMemoryEventStore::new();
+    let app = app_on(&store);
+    app.dispatch(Open { id: "a".into() }).await.unwrap();
+    let seeded = || DispatchOptions::new().event_ids_from("saga:transfer:42:evt:0");
+    let first = app
+        .dispatch_with(
+            Deposit {
+                id: "a".into(),
+                amounts: vec![5, 7],
+            },
+            seeded(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.output, vec![5, 12]);
+    let stream = StreamId::new("Account", "a").unwrap();
+    let stored = store.read_stream(&stream, 1, None).await.unwrap();
+    assert_eq!(stored.len(), 3);
+    assert_eq!(
+        stored[1]
+            .metadata
+            .get(interlock_runtime::OUTPUT_METADATA_KEY),
+        Some(&serde_json::json!([5, 12])),
+        "the output rides on the first event"
+    );
+
+    // A restarted process (a fresh application, empty cache) repeats the seeded command.
+    let restarted = app_on(&store);
+    let again = restarted
+        .dispatch_with(
+            Deposit {
+                id: "a".into(),
+                amounts: vec![5, 7],
+            },
+            seeded(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again.output,
+        vec![5, 12],
+        "the recorded output, not [17, 24]"
+    );
+    assert_eq!((again.version, again.events), (first.version, 2));
+    assert_eq!(
+        store.stream_version(&stream).await.unwrap(),
+        3,
+        "nothing committed twice"
+    );
+    let next = restarted
+        .dispatch(Deposit {
+            id: "a".into(),
+            amounts: vec![1],
+        })
+        .await
+        .unwrap();
+    assert_eq!(next, vec![13], "the state counts the seeded deposit once");
+
+    // Racing runs of one new seeded command: one commit.
+    let (x, y) = (app_on(&store), app_on(&store));
+    let race = |app: Application| async move {
+        app.dispatch_with(
+            Deposit {
+                id: "a".into(),
+                amounts: vec![100],
+            },
+            DispatchOptions::new().event_ids_from("race"),
+        )
+        .await
+    };
+    let (rx, ry) = tokio::join!(race(x), race(y));
+    let ok = [&rx, &ry].iter().filter(|r| r.is_ok()).count();
+    assert!(ok >= 1, "{rx:?} {ry:?}");
+    assert_eq!(
+        store.stream_version(&stream).await.unwrap(),
+        5,
+        "one commit of the race"
+    );
+}

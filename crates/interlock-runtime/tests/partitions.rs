@@ -181,11 +181,19 @@ async fn two_instances_share_the_partitions_and_take_over_when_one_leaves() {
         if seen.len() == 400 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{} of 400", seen.len());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of 400",
+            seen.len()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let entries = log.lock().unwrap().clone();
-    assert!(entries.iter().all(|(_, n, node)| *node == "node-a" && *n >= 10));
+    assert!(
+        entries
+            .iter()
+            .all(|(_, n, node)| *node == "node-a" && *n >= 10)
+    );
     assert_eq!(entries.len(), 400, "a clean hand-over repeats nothing");
     a.shutdown().await.unwrap();
 }

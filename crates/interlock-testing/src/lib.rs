@@ -19,9 +19,9 @@
 
 pub mod conformance;
 #[cfg(feature = "faults")]
-pub mod faults;
-#[cfg(feature = "faults")]
 pub mod effects;
+#[cfg(feature = "faults")]
+pub mod faults;
 #[cfg(all(unix, feature = "faults"))]
 pub mod kill;
 mod processor_scenario;

@@ -235,16 +235,38 @@ impl<P: EventProcessor> ProcessorOutcome<P> {
         self
     }
 
-    /// Exactly these stream versions (of any stream) failed and were parked, in order.
+    /// Exactly these stream versions (of any stream) failed and were parked, in order (events
+    /// held behind them, untried, are [`should_hold`](Self::should_hold)'s).
     #[track_caller]
     pub fn should_fail_on(self, versions: &[u64]) -> Self {
-        let actual: Vec<u64> = self.failures.iter().map(|f| f.stream_version).collect();
+        let actual: Vec<u64> = self
+            .failures
+            .iter()
+            .filter(|f| f.attempts > 0)
+            .map(|f| f.stream_version)
+            .collect();
         if actual != versions {
             let list: Vec<String> = self.failures.iter().map(ToString::to_string).collect();
             panic!(
                 "expected failures on versions {versions:?}, got {actual:?}\n  {}",
                 list.join("\n  ")
             );
+        }
+        self
+    }
+
+    /// Exactly these stream versions were held, untried, behind an earlier parked event of
+    /// their stream (parking keeps stream order).
+    #[track_caller]
+    pub fn should_hold(self, versions: &[u64]) -> Self {
+        let actual: Vec<u64> = self
+            .failures
+            .iter()
+            .filter(|f| f.attempts == 0)
+            .map(|f| f.stream_version)
+            .collect();
+        if actual != versions {
+            panic!("expected held events at versions {versions:?}, got {actual:?}");
         }
         self
     }

@@ -82,7 +82,8 @@ async fn processors_report_state_and_failures() {
         .run()
         .await
         .should_fail_on(&[2])
-        .should_have_state(|b| b.by_account["1"] == 5 && b.correlated == 2)
+        .should_hold(&[3])
+        .should_have_state(|b| b.by_account["1"] == 2 && b.correlated == 1)
         .await;
 }
 

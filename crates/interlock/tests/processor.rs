@@ -254,7 +254,7 @@ async fn an_inline_projection_is_up_to_date_when_dispatch_returns() -> Result<()
 }
 
 #[tokio::test]
-async fn a_failing_handler_parks_its_event_and_the_rest_flow() -> Result<(), Error> {
+async fn a_failing_handler_parks_its_event_and_other_streams_flow() -> Result<(), Error> {
     let auditor = Auditor::default();
     let seen = auditor.seen.clone();
     let app = Application::builder()
@@ -265,7 +265,8 @@ async fn a_failing_handler_parks_its_event_and_the_rest_flow() -> Result<(), Err
     let a = Uuid::now_v7();
     deposit(&app, a, 1).await;
     let poison = deposit(&app, a, 13).await;
-    let last = deposit(&app, a, 2).await;
+    let b = Uuid::now_v7();
+    let last = deposit(&app, b, 2).await;
     wait(&app, last).await;
 
     let letters = app.dead_letters(None).await?;
@@ -283,6 +284,12 @@ async fn a_failing_handler_parks_its_event_and_the_rest_flow() -> Result<(), Err
     // The context is the delivered event's: one key per (processor, event).
     assert!(seen.iter().all(|(_, key)| key.starts_with("Auditor:")));
     assert_ne!(seen[0].1, seen[1].1);
+    // A later event of the poisoned stream waits behind it, untried.
+    let held = deposit(&app, a, 3).await;
+    wait(&app, held).await;
+    let letters = app.dead_letters(None).await?;
+    assert_eq!(letters.len(), 2);
+    assert_eq!((letters[1].position, letters[1].attempts), (held, 0));
     app.shutdown().await
 }
 

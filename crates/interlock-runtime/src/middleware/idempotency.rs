@@ -98,6 +98,7 @@ impl Middleware for IdempotencyMiddleware {
                 message,
                 self.wait,
                 self.abandoned_after,
+                None,
                 || next.run(options.clone()),
             )
             .await
@@ -108,12 +109,19 @@ impl Middleware for IdempotencyMiddleware {
 /// Runs `run` once per `key`: claims the key, stores the result; a duplicate gets the stored
 /// result (waiting up to `wait` while the original runs). Shared by the middleware and the saga
 /// command sender.
+///
+/// `take_over_after`: for callers whose `run` is itself safe to repeat (a dispatch seeded with
+/// [`DispatchOptions::event_ids_from`](crate::DispatchOptions::event_ids_from), which returns
+/// an earlier commit's output instead of running twice), a claim still in progress after this
+/// long is not waited for: its holder may have died between the command's commit and the
+/// claim's completion, so `run` goes ahead and its result completes the claim.
 pub(crate) async fn run_idempotent<'a, F, Fut>(
     store: &dyn IdempotencyStore,
     key: &str,
     message: &MessageInfo,
     wait: Duration,
     abandoned_after: Duration,
+    take_over_after: Option<Duration>,
     run: F,
 ) -> Result<Outcome, Error>
 where
@@ -143,6 +151,17 @@ where
                     .signed_duration_since(claimed_at)
                     .to_std()
                     .unwrap_or_default();
+                if take_over_after.is_some_and(|after| age > after) {
+                    tracing::warn!(
+                        key,
+                        ?age,
+                        "taking over a stale idempotency claim of a repeatable command"
+                    );
+                    let outcome = run().await?;
+                    let stored = encode(message, key, &outcome)?;
+                    store.complete(key, stored).await?;
+                    return Ok(outcome);
+                }
                 if age > abandoned_after {
                     tracing::warn!(key, ?age, "taking over an abandoned idempotency claim");
                     store.release(key).await?;

@@ -13,7 +13,9 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use interlock_core::side::{CheckpointStore, DeadLetter, DeadLetterStore, NewDeadLetter};
 use interlock_core::upcast::Upcasters;
-use interlock_core::{EventStore, Lease, LeaseStore, Position, RecordedEvent, StoreError, StreamId};
+use interlock_core::{
+    EventStore, Lease, LeaseStore, Position, RecordedEvent, StoreError, StreamId,
+};
 use tokio::sync::{Mutex, RwLock, watch};
 
 use super::registration::ProcessorEnv;
@@ -135,7 +137,11 @@ pub(crate) async fn save_checkpoint(
     position: Position,
 ) -> Result<(), StoreError> {
     match (target.lease, leases) {
-        (None, _) => checkpoints.save_checkpoint(target.checkpoint, position).await,
+        (None, _) => {
+            checkpoints
+                .save_checkpoint(target.checkpoint, position)
+                .await
+        }
         (Some(lease), Some(leases)) => {
             leases
                 .save_checkpoint_fenced(target.checkpoint, position, lease)
@@ -400,16 +406,18 @@ impl<P: EventProcessor> HandlerSink<P> {
             }
             // Ordered parking: an event behind a parked one of its stream waits as a letter too.
             let (held_behind, own_letter) = self.with_letters(|letters| {
-                letters.get(&event.stream_id).map_or((None, None), |versions| {
-                    (
-                        versions
-                            .keys()
-                            .next()
-                            .copied()
-                            .filter(|&first| first < event.stream_version),
-                        versions.get(&event.stream_version).copied(),
-                    )
-                })
+                letters
+                    .get(&event.stream_id)
+                    .map_or((None, None), |versions| {
+                        (
+                            versions
+                                .keys()
+                                .next()
+                                .copied()
+                                .filter(|&first| first < event.stream_version),
+                            versions.get(&event.stream_version).copied(),
+                        )
+                    })
             });
             if let Some(first) = held_behind
                 && self.settings.on_failure == FailurePolicy::Park
@@ -569,7 +577,10 @@ impl<S: Sink> ProcessorCore<S> {
             partition: self.scope.partition,
             lease: lease.as_ref(),
         };
-        let result = self.sink.deliver(&mut cursor.position, events, &target).await;
+        let result = self
+            .sink
+            .deliver(&mut cursor.position, events, &target)
+            .await;
         if let Err(BatchError::Store(StoreError::Fenced { .. })) = &result {
             // Another process owns this partition now: forget what this one believed.
             self.scope.set_lease(None);
@@ -696,12 +707,11 @@ impl<S: Sink> ProcessorCore<S> {
     /// the first parked one), stopping at the first that fails again.
     pub(crate) async fn replay_stream(&self, letter: DeadLetter) -> Result<(), Error> {
         let _cursor = self.cursor.lock().await;
-        let mut letters: Vec<DeadLetter> =
-            all_letters(&*self.dead_letters, self.sink.name())
-                .await?
-                .into_iter()
-                .filter(|l| l.stream_id == letter.stream_id)
-                .collect();
+        let mut letters: Vec<DeadLetter> = all_letters(&*self.dead_letters, self.sink.name())
+            .await?
+            .into_iter()
+            .filter(|l| l.stream_id == letter.stream_id)
+            .collect();
         if !letters.iter().any(|l| l.id == letter.id) {
             return Err(Error::DeadLetterNotFound { id: letter.id });
         }

@@ -345,7 +345,9 @@ impl SagaContext<'_> {
     /// Sends a command with the saga's correlation id and this event as causation, and returns
     /// its output. The command gets an idempotency key derived from the saga, the instance, the
     /// event and its place in the step, so a step that runs again after a crash gets the
-    /// original result instead of sending the command twice.
+    /// original result instead of sending the command twice; its events get ids derived from
+    /// that key, so even a crash between the command's commit and the key's record is
+    /// recovered (the re-run finds the commit and its output).
     pub async fn send<C: Command>(&mut self, command: C) -> Result<C::Output, Error> {
         let n = self.sends;
         self.sends += 1;
@@ -354,9 +356,13 @@ impl SagaContext<'_> {
         let side = self.services.side.as_ref().ok_or(Error::ShutDown)?;
         let payload = command_payload(&command);
         let info = MessageInfo::command::<C>(self.saga, command.aggregate_id());
+        // The events' ids derive from the key: should this process die after the command's
+        // commit and before the claim's completion, the step's re-run finds that commit and
+        // its output instead of applying the command a second time.
         let options = DispatchOptions::new()
             .correlation_id(self.correlation_id)
-            .causation_id(self.event_id);
+            .causation_id(self.event_id)
+            .event_ids_from(key.clone());
         let slot = Mutex::new(Some(command));
         let outcome = run_idempotent(
             side.idempotency.as_ref(),
@@ -364,6 +370,7 @@ impl SagaContext<'_> {
             &info,
             Duration::from_secs(30),
             Duration::from_secs(300),
+            Some(Duration::from_secs(2)),
             || {
                 let command = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
                 let (app, options) = (app.clone(), options.clone());

@@ -31,15 +31,12 @@
 //! | #14 no type resolved from stored names | [`row14_stored_type_names_resolve_only_through_the_registry`] |
 //! | #16 bad inputs at the API edge | [`row16_bad_appends_are_refused_before_any_write`], [`row16_bad_reads_are_answered_or_refused_typed`], [`row16_bad_values_from_handlers_are_refused_before_any_write`] |
 //! | #17 snapshot consistency | [`row17_a_corrupt_snapshots_are_ignored`], [`row17_b_a_schema_bump_ignores_old_snapshots`], [`row17_c_cancelled_snapshot_writes_leave_a_consistent_store`], [`row17_d_deleted_snapshots_cost_only_a_replay`] |
-//! | #18 saga crash between command and state save | [`row18_a_saga_crash_after_sending_resends_once`], [`row18_deadlines_fire_once_across_restarts`], [`row18_a_concurrent_second_saga_runner_is_rejected`] |
+//! | #18 saga crash between command and state save | [`row18_a_saga_crash_after_sending_resends_once`], [`row18_a_crash_inside_the_send_resends_once`], [`row18_deadlines_fire_once_across_restarts`], [`row18_a_concurrent_second_saga_runner_is_rejected`] |
 //! | #20 load | [`row20_load`] (ignored by default: slow) |
 //!
 //! Row #3 (multi-stream atomicity) has no generic test: the [`EventStore`] trait offers no
 //! multi-stream append. A backend that offers one outside the trait (PostgreSQL's
 //! `append_in` inside a caller's transaction) tests it in its own crate.
-//!
-//! [`row18_a_crash_inside_the_send_resends_once`] (a crash between a sent command's commit and
-//! its idempotency record) is a known gap, written but not yet in the suite: see its docs.
 //!
 //! Rows 4-11, 15 and 19 are covered elsewhere (fault injection, process kills, server
 //! restarts, projections and leases, hostile strings).
@@ -219,6 +216,7 @@ macro_rules! reliability_suite {
             row17_c_cancelled_snapshot_writes_leave_a_consistent_store,
             row17_d_deleted_snapshots_cost_only_a_replay,
             row18_a_saga_crash_after_sending_resends_once,
+            row18_a_crash_inside_the_send_resends_once,
             row18_deadlines_fire_once_across_restarts,
             row18_a_concurrent_second_saga_runner_is_rejected,
         );

@@ -243,15 +243,6 @@ pub async fn row18_a_saga_crash_after_sending_resends_once<S: EventStore>(store:
     second.shutdown().await.expect("shutdown");
 }
 
-/// KNOWN GAP, not in [`reliability_suite!`](crate::reliability_suite) yet: it fails today.
-/// The sender's idempotency claim stays "in progress" when the process dies between the
-/// command's commit and the claim's completion; a restarted step waits for the claim, parks
-/// the event, and only the claim's abandonment (300 s) would let it run again, which would
-/// apply the command twice because its events get fresh ids. The fix planned: events of a
-/// command dispatched with an idempotency key get ids derived from the key (so a re-run
-/// collides with the original's commit instead of repeating it) and the output rides in the
-/// first event's metadata, so a stale claim can be taken over safely at once.
-///
 /// RELIABILITY.md #18, crash inside the send: the deposit commits, then the process dies
 /// before the sender records the command's result (a middleware panics right after the
 /// commit). After a restart the step runs again and must still apply the deposit once and
