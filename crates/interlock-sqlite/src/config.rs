@@ -51,6 +51,11 @@ pub struct SqliteConfig {
     pub busy_timeout: Duration,
     /// Events a subscription reads per query while catching up.
     pub subscription_batch: usize,
+    /// How often a watcher thread asks SQLite whether another process committed to the file
+    /// (`PRAGMA data_version`, one cheap query) and then wakes this process's subscriptions.
+    /// Appends of this process wake them at once; this is for processes sharing one file.
+    /// Zero turns the watcher off.
+    pub poll_interval: Duration,
 }
 
 impl SqliteConfig {
@@ -64,6 +69,7 @@ impl SqliteConfig {
             max_group_size: 512,
             busy_timeout: Duration::from_secs(5),
             subscription_batch: 1024,
+            poll_interval: Duration::from_millis(100),
         }
     }
 
@@ -214,6 +220,12 @@ impl SqliteEventStoreBuilder {
     /// Sets how long to wait for a lock held by another process.
     pub fn busy_timeout(mut self, timeout: Duration) -> Self {
         self.config.busy_timeout = timeout;
+        self
+    }
+
+    /// Sets how often other processes' commits are looked for (zero: never).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.config.poll_interval = interval;
         self
     }
 

@@ -19,7 +19,7 @@ use crate::reader::ReaderPool;
 use crate::rows::{
     EVENT_COLUMNS, STREAM_COLUMNS, collect, decode_event, decode_stream_info, sql_int,
 };
-use crate::schema::open_writer;
+use crate::schema::{open_reader, open_writer};
 use crate::writer::{Writer, WriterStats};
 
 /// The event store on one SQLite file: WAL, one writer thread with group commit, a pool of
@@ -74,6 +74,9 @@ impl SqliteEventStore {
         let conn = open_writer(&config)?;
         let readers = ReaderPool::start(&config)?;
         let writer = Writer::start(conn, config.max_group_size, notifier.clone())?;
+        if !config.poll_interval.is_zero() {
+            watch_other_processes(open_reader(&config)?, &notifier, config.poll_interval);
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -147,6 +150,40 @@ impl SqliteEventStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         self.inner.writer.write(false, work).await
+    }
+}
+
+/// Wakes this process's subscriptions when another process commits to the file: SQLite bumps
+/// `PRAGMA data_version` on a connection when any *other* connection commits. The thread holds
+/// only a weak reference to the notifier and ends when the store is gone.
+fn watch_other_processes(
+    conn: rusqlite::Connection,
+    notifier: &Arc<AppendNotifier>,
+    interval: std::time::Duration,
+) {
+    let notifier = Arc::downgrade(notifier);
+    let version = |conn: &rusqlite::Connection| {
+        conn.query_row("PRAGMA data_version", [], |row| row.get::<_, i64>(0))
+            .ok()
+    };
+    let spawned = std::thread::Builder::new()
+        .name("interlock-sqlite-watch".to_owned())
+        .spawn(move || {
+            let mut seen = version(&conn);
+            loop {
+                std::thread::sleep(interval);
+                let Some(notifier) = notifier.upgrade() else {
+                    return;
+                };
+                let now = version(&conn);
+                if now != seen {
+                    seen = now;
+                    notifier.notify();
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot watch the file for other processes' commits");
     }
 }
 
