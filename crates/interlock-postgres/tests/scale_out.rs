@@ -11,13 +11,14 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use interlock_postgres::{PgConfig, PgEventStore};
 use interlock_runtime::core::{EventStore, ExpectedVersion, NewEvent, StoreError, StreamId};
 use interlock_runtime::prelude::*;
 use interlock_runtime::processor::{Batch, BatchOutcome, BatchProcessor};
+use interlock_testing::faults::{ChildProcess, Signal};
 use serde::{Deserialize, Serialize};
 use sqlx_core::executor::Executor;
 use sqlx_core::row::Row;
@@ -249,37 +250,8 @@ fn worker_process() {
     });
 }
 
-/// Worker processes, killed when dropped.
-struct Workers(Vec<Child>);
-
-impl Workers {
-    fn spawn(schema: &str, nodes: &[&str]) -> Self {
-        Self(nodes.iter().map(|node| worker(schema, node, &[])).collect())
-    }
-
-    fn signal(&self, index: usize, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.0[index].id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{signal}");
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = Command::new("kill")
-                .args(["-CONT", &child.id().to_string()])
-                .status();
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn worker(schema: &str, node: &str, env: &[(&str, &str)]) -> Child {
+/// A worker process of this test binary (killed when dropped, stopped or not).
+fn worker(schema: &str, node: &str, env: &[(&str, &str)]) -> ChildProcess {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
         .args([
@@ -295,7 +267,11 @@ fn worker(schema: &str, node: &str, env: &[(&str, &str)]) -> Child {
     for (key, value) in env {
         command.env(key, value);
     }
-    command.spawn().unwrap()
+    ChildProcess::spawn(command).unwrap()
+}
+
+fn workers(schema: &str, nodes: &[&str]) -> Vec<ChildProcess> {
+    nodes.iter().map(|node| worker(schema, node, &[])).collect()
 }
 
 /// (stream, version, node) in insertion order.
@@ -383,7 +359,7 @@ async fn a_killed_worker_s_partitions_are_taken_over() {
     let Some((store, pool, schema)) = setup().await else {
         return;
     };
-    let workers = Workers::spawn(&schema, &["w0", "w1", "w2"]);
+    let workers = workers(&schema, &["w0", "w1", "w2"]);
     let writer = tokio::spawn({
         let store = store.clone();
         async move { append_all(&store).await }
@@ -402,7 +378,7 @@ async fn a_killed_worker_s_partitions_are_taken_over() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    workers.signal(0, "KILL");
+    workers[0].signal(Signal::Kill).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let killed_at = effects(&pool, &schema).await.len();
     writer.await.unwrap();
@@ -468,10 +444,12 @@ async fn a_crash_after_an_external_call_repeats_no_effect() {
             ("INTERLOCK_ABORT_AT", "7"),
         ],
     );
-    let status = tokio::task::spawn_blocking(move || crashing.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status =
+        tokio::task::spawn_blocking(move || crashing.wait_timeout(Duration::from_secs(60)))
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("the worker ends within a minute");
     assert!(!status.success(), "the worker crashed");
     let ledger = |pool: PgPool, schema: String| async move {
         let row = sqlx_core::query::query(&format!(
@@ -488,11 +466,7 @@ async fn a_crash_after_an_external_call_repeats_no_effect() {
         "crashed mid-batch: {paid_before}"
     );
 
-    let restarted = Workers(vec![worker(
-        &schema,
-        "second",
-        &[("INTERLOCK_SCALE_MODE", "payments")],
-    )]);
+    let restarted = worker(&schema, "second", &[("INTERLOCK_SCALE_MODE", "payments")]);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let (paid, calls) = loop {
         let (paid, calls) = ledger(pool.clone(), schema.clone()).await;
@@ -526,10 +500,7 @@ async fn a_stalled_owner_is_fenced_off_when_it_wakes() {
         return;
     };
     let view = &[("INTERLOCK_SCALE_MODE", "view")];
-    let workers = Workers(vec![
-        worker(&schema, "w0", view),
-        worker(&schema, "w1", view),
-    ]);
+    let workers = vec![worker(&schema, "w0", view), worker(&schema, "w1", view)];
     let writer = tokio::spawn({
         let store = store.clone();
         async move { append_all(&store).await }
@@ -558,7 +529,7 @@ async fn a_stalled_owner_is_fenced_off_when_it_wakes() {
         1,
         "one active at a time: {nodes_before:?}"
     );
-    workers.signal(stalled, "STOP");
+    workers[stalled].signal(Signal::Stop).unwrap();
     // Past the 1 s lease, the other one must take over.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -570,7 +541,7 @@ async fn a_stalled_owner_is_fenced_off_when_it_wakes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    workers.signal(stalled, "CONT");
+    workers[stalled].signal(Signal::Cont).unwrap();
     writer.await.unwrap();
     let rows = wait_complete(&pool, &schema).await;
     // Give the woken process time to try (and fail) to write again.
@@ -658,13 +629,12 @@ async fn a_view_killed_mid_batch_always_matches_its_checkpoint() {
         seed ^= seed << 17;
         tokio::time::sleep(Duration::from_millis(300 + seed % 700)).await;
         child.kill().unwrap();
-        child.wait().unwrap();
         let checkpoint =
             interlock_runtime::core::CheckpointStore::load_checkpoint(&store, "view#0/1")
                 .await
                 .unwrap()
                 .unwrap_or(interlock_runtime::core::Position::START);
-        let all = read_everything(&store).await;
+        let all = interlock_testing::reliability::read_everything(&store).await;
         let expected: HashSet<(String, i64)> = all
             .iter()
             .filter(|e| e.position <= checkpoint)
@@ -693,25 +663,13 @@ async fn a_view_killed_mid_batch_always_matches_its_checkpoint() {
         kills_mid_way >= 3,
         "too few kills landed mid-way: {kills_mid_way}"
     );
-    let last = Workers(vec![worker(&schema, "final", mode)]);
+    let last = worker(&schema, "final", mode);
     let rows = wait_view(&pool, &schema, total).await;
     drop(last);
     let seen: HashSet<(String, i64)> = rows.iter().map(|(s, v, _)| (s.clone(), *v)).collect();
     assert_eq!(rows.len() as u64, total, "exactly once");
     assert_eq!(seen.len() as u64, total);
     common::drop_schema(&store).await;
-}
-
-async fn read_everything(store: &PgEventStore) -> Vec<interlock_runtime::core::RecordedEvent> {
-    let mut all = Vec::new();
-    let mut after = interlock_runtime::core::Position::START;
-    loop {
-        let page = store.read_all(after, 1000).await.unwrap();
-        let Some(last) = page.last() else { break };
-        after = last.position;
-        all.extend(page);
-    }
-    all
 }
 
 async fn wait_view(pool: &PgPool, schema: &str, total: u64) -> Vec<(String, i64, String)> {

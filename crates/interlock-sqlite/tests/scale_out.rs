@@ -7,7 +7,7 @@
 #![cfg(unix)]
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use interlock_runtime::core::{EventStore, ExpectedVersion, NewEvent, StreamId};
@@ -15,6 +15,7 @@ use interlock_runtime::prelude::*;
 use interlock_sqlite::{
     SqliteEventStore, SqliteHandles, SqliteProjection, SqliteView, SqliteViewRoutes,
 };
+use interlock_testing::faults::{ChildProcess, Signal};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
@@ -98,33 +99,10 @@ fn sqlite_worker_process() {
     });
 }
 
-struct Workers(Vec<Child>);
-
-impl Workers {
-    fn signal(&self, index: usize, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.0[index].id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = Command::new("kill")
-                .args(["-CONT", &child.id().to_string()])
-                .status();
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn worker(path: &str, node: &str) -> Child {
-    Command::new(std::env::current_exe().unwrap())
+/// A worker process of this test binary (killed when dropped, stopped or not).
+fn worker(path: &str, node: &str) -> ChildProcess {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
         .args([
             "--exact",
             "sqlite_worker_process",
@@ -134,9 +112,8 @@ fn worker(path: &str, node: &str) -> Child {
         .env("INTERLOCK_SQLITE_WORKER", path)
         .env("INTERLOCK_SQLITE_NODE", node)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+        .stderr(Stdio::null());
+    ChildProcess::spawn(command).unwrap()
 }
 
 fn rows(path: &str) -> Vec<(String, i64, String)> {
@@ -156,7 +133,7 @@ async fn a_stalled_owner_is_fenced_off_on_one_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shared.db").to_string_lossy().into_owned();
     let store = SqliteEventStore::open(&path).unwrap();
-    let workers = Workers(vec![worker(&path, "w0"), worker(&path, "w1")]);
+    let workers = [worker(&path, "w0"), worker(&path, "w1")];
     let writer = tokio::spawn({
         let store = store.clone();
         async move {
@@ -194,7 +171,7 @@ async fn a_stalled_owner_is_fenced_off_on_one_file() {
     let nodes: HashSet<String> = rows(&path).into_iter().map(|r| r.2).collect();
     assert_eq!(nodes.len(), 1, "one active at a time: {nodes:?}");
     let (stalled, other) = if active == "w0" { (0, "w1") } else { (1, "w0") };
-    workers.signal(stalled, "STOP");
+    workers[stalled].signal(Signal::Stop).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut took_over = false;
     while tokio::time::Instant::now() < deadline {
@@ -205,7 +182,7 @@ async fn a_stalled_owner_is_fenced_off_on_one_file() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    workers.signal(stalled, "CONT");
+    workers[stalled].signal(Signal::Cont).unwrap();
     writer.await.unwrap();
     let total = (STREAMS * PER_STREAM) as usize;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

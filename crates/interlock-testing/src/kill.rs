@@ -20,9 +20,7 @@ use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use interlock_core::{
-    EventId, EventStore, ExpectedVersion, NewEvent, Position, SerializedEvent, StreamId,
-};
+use interlock_core::{EventId, EventStore, ExpectedVersion, NewEvent, SerializedEvent, StreamId};
 use uuid::Uuid;
 
 /// The variable that makes the test binary run as the child, holding the store's locator.
@@ -153,14 +151,7 @@ pub async fn verify<S: EventStore>(
     acked: &BTreeSet<u64>,
     next_append: Option<NextAppend>,
 ) -> usize {
-    let mut all = Vec::new();
-    let mut after = Position::START;
-    loop {
-        let page = store.read_all(after, 1000).await.expect("read_all");
-        let Some(last) = page.last() else { break };
-        after = last.position;
-        all.extend(page);
-    }
+    let all = crate::reliability::read_everything(store).await;
     assert!(all.windows(2).all(|w| w[0].position < w[1].position));
     let mut batches: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     for e in &all {

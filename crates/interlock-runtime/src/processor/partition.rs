@@ -125,14 +125,18 @@ impl<S: Sink> PartitionedProcessor<S> {
         }
     }
 
-    /// One round of the manager; `running[i]` is `Some` for the partitions this process owns.
+    /// One round of the manager; `running[i]` is `Some` for the partitions this process owns,
+    /// `member` holds this process's membership lease once taken.
     async fn balance(
         &self,
         running: &mut [Option<Running>],
+        member: &mut Option<Lease>,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<(), StoreError> {
-        let member = self.member_key();
-        self.leases.acquire(&member, &self.node, self.ttl).await?;
+        *member = self
+            .leases
+            .acquire(&self.member_key(), &self.node, self.ttl)
+            .await?;
         let members = self
             .leases
             .live_leases(&format!("{}@", self.name))
@@ -243,11 +247,12 @@ impl<S: Sink> PartitionedProcessor<S> {
         let mut running: Vec<Option<Running>> = (0..self.cores.len()).map(|_| None).collect();
         let tick = self.ttl / 4;
         let mut failures = 0u32;
+        let mut member = None;
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            match self.balance(&mut running, &shutdown).await {
+            match self.balance(&mut running, &mut member, &shutdown).await {
                 Ok(()) => failures = 0,
                 Err(e) => {
                     failures += 1;
@@ -272,16 +277,9 @@ impl<S: Sink> PartitionedProcessor<S> {
                 self.stop_partition(index, run, true).await;
             }
         }
-        let member = Lease {
-            key: self.member_key(),
-            owner: self.node.to_string(),
-            fence: 0,
-        };
-        // The membership lease's fence is unknown here; let it expire if release cannot match.
-        if let Ok(live) = self.leases.live_leases(&member.key).await {
-            for lease in live.into_iter().filter(|l| l.owner == member.owner) {
-                let _ = self.leases.release(&lease).await;
-            }
+        if let Some(member) = member {
+            // Failing that, it expires after one ttl.
+            let _ = self.leases.release(&member).await;
         }
     }
 

@@ -157,7 +157,9 @@ pub async fn settle(app: &Application) {
 }
 
 /// Every event of the store, in global order, read in pages.
-pub async fn read_everything(store: &Arc<dyn EventStore>) -> Vec<interlock_core::RecordedEvent> {
+pub async fn read_everything<S: EventStore + ?Sized>(
+    store: &S,
+) -> Vec<interlock_core::RecordedEvent> {
     let mut all = Vec::new();
     let mut after = Position::START;
     loop {
