@@ -134,11 +134,7 @@ where
         match store.claim(key).await? {
             IdempotencyClaim::New => {
                 return match run().await {
-                    Ok(outcome) => {
-                        let stored = encode(message, key, &outcome)?;
-                        store.complete(key, stored).await?;
-                        Ok(outcome)
-                    }
+                    Ok(outcome) => record(store, message, key, outcome).await,
                     Err(error) => {
                         store.release(key).await?;
                         Err(error)
@@ -157,10 +153,7 @@ where
                         ?age,
                         "taking over a stale idempotency claim of a repeatable command"
                     );
-                    let outcome = run().await?;
-                    let stored = encode(message, key, &outcome)?;
-                    store.complete(key, stored).await?;
-                    return Ok(outcome);
+                    return record(store, message, key, run().await?).await;
                 }
                 if age > abandoned_after {
                     tracing::warn!(key, ?age, "taking over an abandoned idempotency claim");
@@ -178,6 +171,18 @@ where
             }
         }
     }
+}
+
+/// Completes the claim on `key` with `outcome`, and hands the outcome back.
+async fn record(
+    store: &dyn IdempotencyStore,
+    message: &MessageInfo,
+    key: &str,
+    outcome: Outcome,
+) -> Result<Outcome, Error> {
+    let stored = encode(message, key, &outcome)?;
+    store.complete(key, stored).await?;
+    Ok(outcome)
 }
 
 fn encode(message: &MessageInfo, key: &str, outcome: &Outcome) -> Result<Bytes, Error> {
